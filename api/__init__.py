@@ -1,0 +1,1 @@
+"""citykey API: identity, access policy, token issuing, the unlock relay, management, audit."""

@@ -1,0 +1,1 @@
+"""Access policy: grants and the decision "may this citizen open this door now?"."""

@@ -1,0 +1,1 @@
+"""The audit trail: every decision and every result, append-only."""

@@ -1,0 +1,92 @@
+"""FastAPI dependencies as Annotated aliases: one place that says how a request gets what it
+needs. The request owns the session: committed when the handler returns, rolled back when it
+raises."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.db import session_scope
+from api.errors import ApiError
+from api.identity.models import User
+from api.identity.verifier import IdentityTokenError
+from api.keys.keyring import KeyRing
+from api.relay.mqtt import MqttRelay
+from api.settings import Settings
+from api.state import AppState
+from api.unlock.service import UnlockService
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.citykey
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(state.sessions):
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_keyring(state: StateDep) -> KeyRing:
+    return state.keyring
+
+
+KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
+
+
+def get_relay(state: StateDep) -> MqttRelay:
+    return state.relay
+
+
+RelayDep = Annotated[MqttRelay, Depends(get_relay)]
+
+_bearer = HTTPBearer(auto_error=False, description="An identity token from the identity provider")
+
+
+async def get_current_user(
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The signed-in user: bearer token verified by signature and claims, user known to us."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "a bearer token is required", headers=challenge)
+    try:
+        principal = await state.verifier.verify(credentials.credentials)
+    except IdentityTokenError:
+        raise ApiError(
+            401, "invalid_token", "the bearer token is not valid", headers=challenge
+        ) from None
+    user = await session.get(User, principal.subject)
+    if user is None:
+        raise ApiError(
+            401, "unknown_user", "the token's subject is not a citykey user", headers=challenge
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_unlock_service(state: StateDep, session: SessionDep) -> UnlockService:
+    return UnlockService(session, state.relay, state.minter, state.settings.unlock_timeout_s)
+
+
+UnlockServiceDep = Annotated[UnlockService, Depends(get_unlock_service)]

@@ -1,0 +1,1 @@
+"""Gateway devices: provisioning, broker credentials, live status."""

@@ -1,0 +1,19 @@
+"""Gateways. The broker credential is stored only as a hash."""
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from api.common import timestamp_field, utcnow
+
+
+class Gateway(SQLModel, table=True):
+    __tablename__ = "gateways"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    building_id: str | None = Field(default=None, foreign_key="buildings.id", max_length=64)
+    credential_hash: str | None = Field(default=None, max_length=255)
+    online: bool = Field(default=False)
+    last_seen: datetime | None = timestamp_field(nullable=True, default=None)
+    created_at: datetime = timestamp_field(default_factory=utcnow)

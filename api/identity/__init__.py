@@ -1,0 +1,1 @@
+"""Who is calling: users, bearer-token verification, the development identity provider."""

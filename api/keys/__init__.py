@@ -1,0 +1,1 @@
+"""The signing key ring for unlock tokens and the published JWKS."""

@@ -1,0 +1,81 @@
+"""The application factory."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import health
+from api.db import create_engine, session_factory
+from api.errors import install_error_handlers
+from api.gateways.tracker import GatewayStatusTracker
+from api.identity import router as identity_router
+from api.identity.dev_provider import DevIdentityProvider
+from api.keys import router as keys_router
+from api.keys.keyring import KeyRing
+from api.relay.embedded_broker import EmbeddedBroker
+from api.relay.mqtt import MqttRelay
+from api.settings import EMBEDDED_BROKER, Settings, get_settings
+from api.state import AppState
+from api.unlock import router as unlock_router
+from api.unlock.tokens import UnlockTokenMinter
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    dev_identity = settings.mode == "dev" and settings.dev_identity
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = None
+        if settings.mqtt_url == EMBEDDED_BROKER:
+            broker = EmbeddedBroker(port=settings.embedded_broker_port)
+            await broker.start()
+        keyring = KeyRing.load(settings.key_dir, generate=settings.generate_keys)
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        provider = (
+            DevIdentityProvider.load(settings.key_dir, settings.issuer, settings.identity_audience)
+            if dev_identity
+            else None
+        )
+        if provider is None:
+            raise RuntimeError("no identity provider configured (OpenID Connect comes next)")
+        relay = MqttRelay(settings.broker, settings.instance_id)
+        GatewayStatusTracker(sessions).attach(relay)
+        await relay.start()
+        app.state.citykey = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            keyring=keyring,
+            minter=UnlockTokenMinter(keyring, settings.issuer, settings.token_lifetime_s),
+            relay=relay,
+            verifier=provider.verifier(),
+            dev_identity=provider,
+        )
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await engine.dispose()
+            if broker is not None:
+                await broker.stop()
+
+    app = FastAPI(
+        title="citykey",
+        version="0.1.0",
+        summary="Open doors of public buildings from a phone.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(keys_router.router)
+    app.include_router(unlock_router.router)
+    if dev_identity:
+        app.include_router(identity_router.router)
+    return app

@@ -1,0 +1,196 @@
+"""MqttRelay: sends commands and routes each ack back to the request that waits for it.
+
+Each API instance subscribes to ``citykey/v1/gw/+/ack/<instance>`` so that several instances
+can run side by side, and follows every gateway's retained status so that a request for an
+offline gateway is refused at once instead of after a timeout.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from citykey_protocol import messages
+from citykey_protocol.messages import Ack, GatewayEvent, GatewayStatus, UnlockCommand
+from citykey_protocol.topics import (
+    EVENTS_FILTER,
+    STATUS_FILTER,
+    GatewayTopics,
+    acks_filter,
+    parse_gateway_topic,
+)
+from citykey_protocol.transport import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+class RelayError(Exception):
+    """The command could not be delivered or answered."""
+
+
+class BrokerUnavailableError(RelayError):
+    """No broker connection: nothing was sent."""
+
+
+class GatewayTimeoutError(RelayError):
+    """The command was sent but no ack came within the deadline."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    gateway_id: str
+    future: "asyncio.Future[Ack]"
+
+
+_T = TypeVar("_T")
+
+StatusListener = Callable[[GatewayStatus], Coroutine[Any, Any, None]]
+EventListener = Callable[[GatewayEvent], Coroutine[Any, Any, None]]
+
+
+class MqttRelay:
+    """The API's broker session. Start it once per process; it reconnects by itself."""
+
+    def __init__(self, broker: BrokerAddress, instance_id: str) -> None:
+        self._broker = broker
+        self.instance_id = instance_id
+        self._client: aiomqtt.Client | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._status: dict[str, GatewayStatus] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._status_listeners: list[StatusListener] = []
+        self._event_listeners: list[EventListener] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    # Lifecycle
+    async def start(self, wait: float | None = 5.0) -> None:
+        """Start the session; wait up to ``wait`` seconds for the first connection."""
+        self._task = asyncio.create_task(self._run(), name="mqtt-relay")
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._connected.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(BrokerUnavailableError("relay stopped"))
+
+    def on_status(self, listener: StatusListener) -> None:
+        self._status_listeners.append(listener)
+
+    def on_event(self, listener: EventListener) -> None:
+        self._event_listeners.append(listener)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def gateway_status(self, gateway_id: str) -> GatewayStatus | None:
+        return self._status.get(gateway_id)
+
+    def gateway_online(self, gateway_id: str) -> bool:
+        status = self._status.get(gateway_id)
+        return status is not None and status.online
+
+    # Commands
+    async def send_unlock(self, gateway_id: str, command: UnlockCommand, timeout: float) -> Ack:
+        """Publish ``command`` (QoS 1) and wait for its ack for at most ``timeout`` seconds."""
+        client = self._client
+        if client is None or not self.connected:
+            raise BrokerUnavailableError("not connected to the broker")
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._pending[command.command_id] = _Pending(gateway_id, future)
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await client.publish(
+                        GatewayTopics(gateway_id).commands,
+                        messages.encode(command),
+                        qos=1,
+                        timeout=timeout,
+                    )
+                except aiomqtt.MqttError as exc:
+                    raise BrokerUnavailableError(f"publish failed: {exc}") from exc
+                return await future
+        except TimeoutError:
+            raise GatewayTimeoutError(f"no ack from {gateway_id} within {timeout:.1f}s") from None
+        finally:
+            self._pending.pop(command.command_id, None)
+
+    # Session
+    async def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                async with self._broker.client(self.instance_id, keepalive=15) as client:
+                    await client.subscribe(
+                        [(acks_filter(self.instance_id), 1), (STATUS_FILTER, 1), (EVENTS_FILTER, 1)]
+                    )
+                    self._client = client
+                    self._connected.set()
+                    backoff = 0.2
+                    log.info("relay %s connected to %s", self.instance_id, self._broker.redacted())
+                    async for message in client.messages:
+                        self._dispatch(message.topic.value, message.payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("relay lost the broker (%s); retry in %.1fs", exc, backoff)
+            finally:
+                self._client = None
+                self._connected.clear()
+                self._fail_pending()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _fail_pending(self) -> None:
+        # A command whose ack can no longer arrive on this session gets a definite answer now.
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(BrokerUnavailableError("broker connection lost"))
+
+    def _dispatch(self, topic: str, payload: object) -> None:
+        parsed = parse_gateway_topic(topic)
+        if parsed is None or not isinstance(payload, bytes | bytearray):
+            return
+        try:
+            if parsed.kind == "ack":
+                self._on_ack(parsed.gateway_id, messages.ack_decoder.decode(payload))
+            elif parsed.kind == "status":
+                if not payload:  # retained status cleared: the gateway was removed
+                    self._status.pop(parsed.gateway_id, None)
+                    return
+                status = messages.status_decoder.decode(payload)
+                if status.gateway_id != parsed.gateway_id:
+                    return
+                self._status[parsed.gateway_id] = status
+                self._notify(self._status_listeners, status)
+            elif parsed.kind == "event":
+                event = messages.event_decoder.decode(payload)
+                if event.gateway_id == parsed.gateway_id:
+                    self._notify(self._event_listeners, event)
+        except messages.DecodeError as exc:
+            log.warning("dropping malformed %s from %s: %s", parsed.kind, parsed.gateway_id, exc)
+
+    def _on_ack(self, gateway_id: str, ack: Ack) -> None:
+        pending = self._pending.get(ack.command_id)
+        # Only the gateway the command went to may answer it.
+        if pending is None or pending.gateway_id != gateway_id or pending.future.done():
+            return
+        pending.future.set_result(ack)
+
+    def _notify(self, listeners: list[Callable[[_T], Coroutine[Any, Any, None]]], item: _T) -> None:
+        for listener in listeners:
+            task = asyncio.create_task(listener(item))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

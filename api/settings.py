@@ -1,0 +1,78 @@
+"""Settings, validated once at start-up (environment variables prefixed CITYKEY_)."""
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from citykey_protocol.topics import require_segment
+from citykey_protocol.transport import BrokerAddress
+
+EMBEDDED_BROKER = "embedded"
+
+
+class Settings(BaseSettings):
+    """Every knob of the API. Production mode refuses the demo conveniences."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYKEY_", env_file=None, extra="ignore")
+
+    mode: Literal["dev", "production"] = "dev"
+    database_url: str = "sqlite+aiosqlite:///./var/citykey.db"
+    mqtt_url: str = Field(
+        default=EMBEDDED_BROKER,
+        description="mqtt[s]://user:password@host:port, or 'embedded' (demo only).",
+    )
+    embedded_broker_port: int = 1884
+    key_dir: Path = Path("var/keys")
+    generate_keys: bool = Field(
+        default=True, description="Create a signing key when the key directory is empty (dev)."
+    )
+    issuer: str = "http://localhost:8000"
+    token_lifetime_s: int = Field(default=30, ge=5, le=120)
+    unlock_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    default_unlock_seconds: int = Field(default=5, ge=1, le=3600)
+    dev_identity: bool = Field(
+        default=True, description="Serve the development identity provider (dev mode only)."
+    )
+    identity_audience: str = "citykey-api"
+    instance_id: str = Field(default_factory=lambda: f"api-{secrets.token_hex(4)}")
+    db_pool_size: int = 10
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "Settings":
+        require_segment(self.instance_id, "instance id")
+        if self.mqtt_url != EMBEDDED_BROKER:
+            BrokerAddress.parse(self.mqtt_url)  # raises ValueError on a bad URL
+        if self.mode == "production":
+            problems = []
+            if self.dev_identity:
+                problems.append("CITYKEY_DEV_IDENTITY must be false")
+            if self.generate_keys:
+                problems.append("CITYKEY_GENERATE_KEYS must be false (provision keys first)")
+            if self.mqtt_url == EMBEDDED_BROKER:
+                problems.append("the embedded broker is for the demo only")
+            elif BrokerAddress.parse(self.mqtt_url).anonymous:
+                problems.append("the broker connection must authenticate (user:password@)")
+            if problems:
+                raise ValueError("refusing to start in production mode: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker(self) -> BrokerAddress:
+        """The broker to connect to (the embedded one listens on loopback)."""
+        if self.mqtt_url == EMBEDDED_BROKER:
+            return BrokerAddress("127.0.0.1", self.embedded_broker_port)
+        return BrokerAddress.parse(self.mqtt_url)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment once)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""POST /v1/doors/{door_id}/unlock: authorize, sign, relay, wait, audit."""

@@ -1,0 +1,51 @@
+"""The unlock endpoint. Thin: parse, call the service, shape the answer."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+from pydantic import BaseModel, Field
+
+from api.deps import CurrentUser, UnlockServiceDep
+from api.errors import error_responses
+
+router = APIRouter(prefix="/v1", tags=["unlock"])
+
+DoorId = Annotated[str, Path(min_length=1, max_length=64, examples=["door_3f9c2a7be01d4c55"])]
+
+
+class UnlockRequest(BaseModel):
+    """Optional body. Without it the door opens for its default time."""
+
+    seconds: int | None = Field(default=None, ge=1, le=3600, description="How long to unlock")
+
+
+class UnlockResponse(BaseModel):
+    status: str = Field(examples=["unlocked"])
+    door_id: str
+    command_id: str
+    unlocked_until: datetime
+    latency_ms: float
+
+
+@router.post(
+    "/doors/{door_id}/unlock",
+    summary="Open a door",
+    responses=error_responses(401, 403, 404, 409, 422, 502, 503, 504),
+)
+async def unlock_door(
+    door_id: DoorId,
+    user: CurrentUser,
+    service: UnlockServiceDep,
+    body: Annotated[UnlockRequest | None, Body()] = None,
+) -> UnlockResponse:
+    """Authorize the caller, send a signed, single-use command to the door's gateway and
+    answer when the lock has opened (or why it did not)."""
+    outcome = await service.unlock(user, door_id, body.seconds if body else None)
+    return UnlockResponse(
+        status="unlocked",
+        door_id=outcome.door_id,
+        command_id=outcome.command_id,
+        unlocked_until=outcome.unlocked_until,
+        latency_ms=outcome.latency_ms,
+    )

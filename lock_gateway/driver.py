@@ -1,0 +1,43 @@
+"""The lock driver interface. The simulated lock (firmware_sim) is the first implementation;
+a GPIO/relay driver implements the same protocol."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class LockDriverError(Exception):
+    """The driver could not carry out an operation (hardware or bus fault)."""
+
+
+class LockJammedError(LockDriverError):
+    """The bolt did not move: the lock is jammed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockEvent:
+    """Something the hardware reports on its own: relocked, door opened, forced open, ..."""
+
+    channel: int
+    kind: str
+    ts: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+LockEventListener = Callable[[LockEvent], None]
+
+
+class LockDriver(Protocol):
+    """What the gateway needs from lock hardware, one channel per door."""
+
+    async def unlock(self, channel: int, seconds: float) -> float:
+        """Release the lock on ``channel`` for ``seconds``; return the Unix time it relocks.
+
+        Raises LockJammedError when the bolt does not move, LockDriverError on other faults.
+        The driver relocks by itself; the gateway does not have to be alive for that.
+        """
+        ...
+
+    def subscribe(self, listener: LockEventListener) -> None:
+        """Call ``listener`` for every event the hardware reports."""
+        ...
