@@ -25,6 +25,7 @@ app.add_typer(keys_app, name="keys")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = True,
 ) -> None:
     """Run the API server (settings from CITYKEY_* environment variables)."""
     Settings()  # validate before binding a port: a bad setting fails here, loudly
@@ -36,6 +37,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level="info",
+        access_log=access_log,
     )
 
 
@@ -63,6 +65,7 @@ def demo(
     port: Annotated[int, typer.Option(help="HTTP port of the API")] = 8000,
     gateways: Annotated[int, typer.Option(help="Simulated gateways")] = 2,
     doors: Annotated[int, typer.Option(help="Doors per gateway")] = 2,
+    broker_port: Annotated[int, typer.Option(help="Port of the embedded MQTT broker")] = 1884,
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its files")] = Path(
         "var/demo"
     ),
@@ -70,11 +73,11 @@ def demo(
     """API + embedded broker + SQLite + simulated gateways, ready to unlock a door."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_demo(port, gateways, doors, data_dir))
+        asyncio.run(_demo(port, broker_port, gateways, doors, data_dir))
     typer.echo("demo stopped")
 
 
-async def _demo(port: int, gateways: int, doors: int, data_dir: Path) -> None:
+async def _demo(port: int, broker_port: int, gateways: int, doors: int, data_dir: Path) -> None:
     from api.db import create_engine, session_factory, session_scope
     from api.demo import CITIZEN_ID, seed_demo
     from api.identity.dev_provider import DevIdentityProvider
@@ -94,6 +97,7 @@ async def _demo(port: int, gateways: int, doors: int, data_dir: Path) -> None:
         mode="dev",
         database_url=f"sqlite+aiosqlite:///{db_dir / 'citykey.db'}",
         mqtt_url="embedded",
+        embedded_broker_port=broker_port,
         key_dir=data_dir / "keys",
         issuer=base_url,
     )

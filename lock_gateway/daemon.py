@@ -131,7 +131,9 @@ class Gateway:
         try:
             command = messages.command_decoder.decode(payload)
         except messages.DecodeError as exc:
-            log.warning("%s: malformed command dropped: %s", self.config.gateway_id, exc)
+            log.warning(
+                "%s: malformed command dropped: %s %r", self.config.gateway_id, exc, payload[:200]
+            )
             return
         if not is_valid_segment(command.reply_to):
             log.warning(
