@@ -5,7 +5,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
+
+# Named constraints, so that later migrations (SQLite batch mode above all) can address them.
+# Set here because every models module imports this one before defining its tables.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def utcnow() -> datetime:

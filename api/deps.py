@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.authz import Scope, load_scope
 from api.db import session_scope
 from api.errors import ApiError
 from api.identity.models import User
@@ -83,6 +84,14 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_scope(session: SessionDep, user: CurrentUser) -> Scope:
+    """The caller's management scope; 403 unless manager or admin."""
+    return await load_scope(session, user)
+
+
+ManagerScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
 def get_unlock_service(state: StateDep, session: SessionDep) -> UnlockService:

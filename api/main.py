@@ -7,13 +7,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import health
+from api.access import router as access_router
+from api.audit import router as audit_router
+from api.bookings import router as bookings_router
+from api.buildings import router as buildings_router
 from api.db import create_engine, session_factory
 from api.errors import install_error_handlers
+from api.gateways import router as gateways_router
 from api.gateways.tracker import GatewayStatusTracker
+from api.groups import router as groups_router
 from api.identity import router as identity_router
 from api.identity.dev_provider import DevIdentityProvider
 from api.keys import router as keys_router
 from api.keys.keyring import KeyRing
+from api.me import router as me_router
+from api.modes import router as modes_router
+from api.owners import router as owners_router
+from api.public_access import router as public_access_router
 from api.relay.embedded_broker import EmbeddedBroker
 from api.relay.mqtt import MqttRelay
 from api.settings import EMBEDDED_BROKER, Settings, get_settings
@@ -76,6 +86,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keys_router.router)
     app.include_router(unlock_router.router)
+    for domain in (
+        me_router,
+        owners_router,
+        buildings_router,
+        gateways_router,
+        groups_router,
+        access_router,
+        public_access_router,
+        modes_router,
+        bookings_router,
+        audit_router,
+    ):
+        app.include_router(domain.router)
     if dev_identity:
         app.include_router(identity_router.router)
     return app

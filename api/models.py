@@ -4,10 +4,32 @@ from sqlmodel import SQLModel
 
 from api.access.models import Grant
 from api.audit.models import AuditEvent
-from api.buildings.models import Building, Door
+from api.bookings.models import Booking, BookingClient, PhoneVerification
+from api.buildings.models import Building, Door, DoorStatus, Holiday
 from api.gateways.models import Gateway
+from api.groups.models import Group, GroupMember
 from api.identity.models import User
+from api.owners.models import ManagerScope, Owner
+from api.public_access.models import PublicAccess
 
 metadata = SQLModel.metadata
 
-__all__ = ["AuditEvent", "Building", "Door", "Gateway", "Grant", "User", "metadata"]
+__all__ = [
+    "AuditEvent",
+    "Booking",
+    "BookingClient",
+    "Building",
+    "Door",
+    "DoorStatus",
+    "Gateway",
+    "Grant",
+    "Group",
+    "GroupMember",
+    "Holiday",
+    "ManagerScope",
+    "Owner",
+    "PhoneVerification",
+    "PublicAccess",
+    "User",
+    "metadata",
+]

@@ -1,12 +1,17 @@
-"""The access decision: may this user open this door at this time, and if not, why not."""
+"""The access decision: may this citizen open this door at this instant, and if not, why not.
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+One pure function, ``decide``, used by the unlock endpoint and the citizen views alike. The
+caller loads the facts (door, building, the citizen's rules) and passes them in; nothing here
+touches the database or the clock, which is what makes it table- and property-testable.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
-from api.access.models import Grant
-from api.common import as_utc
+from api.schedules import Schedule, first, schedule_state
 
 
 class DenyReason(StrEnum):
@@ -15,41 +20,137 @@ class DenyReason(StrEnum):
     NO_GRANT = "no_grant"
     NOT_YET_VALID = "not_yet_valid"
     EXPIRED = "expired"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    HOLIDAY = "holiday"
     REVOKED = "revoked"
+    USES_EXHAUSTED = "uses_exhausted"
+    LOCKDOWN = "lockdown"
+    NOT_ELIGIBLE = "not_eligible"
+    DOOR_DISABLED = "door_disabled"
+
+
+class RuleKind(StrEnum):
+    GRANT = "grant"
+    SHARE = "share"
+    BOOKING = "booking"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """A grant, share, booking or public-hours rule, normalized for the decision."""
+
+    id: str
+    kind: RuleKind = RuleKind.GRANT
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    schedule: Schedule | None = None
+    respect_holidays: bool = True
+    max_uses: int | None = None
+    use_count: int = 0
+    revoked_at: datetime | None = None
+    eligible: bool = True
+    """False when the citizen does not meet the rule's eligibility (public hours: age, group)."""
+    parent: "AccessRule | None" = None
+    """For a share: the grant it was shared from; the share lives only while it does."""
+
+
+@dataclass(frozen=True, slots=True)
+class DoorFacts:
+    door_id: str
+    timezone: str
+    enabled: bool = True
+    lockdown: bool = False
+    holidays: frozenset[date] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: DenyReason | None = None
-    grant_id: str | None = None
-
-    @classmethod
-    def allow(cls, grant_id: str) -> "Decision":
-        return cls(True, None, grant_id)
-
-    @classmethod
-    def deny(cls, reason: DenyReason) -> "Decision":
-        return cls(False, reason)
+    rule_id: str | None = None
+    rule_kind: RuleKind | None = None
+    next_window: datetime | None = None
+    """When refused: the next instant the citizen may open the door, if one is known."""
+    limited: bool = False
+    """When allowed by a rule with a use limit: the unlock must consume one use."""
 
 
-# When several grants fail, the most useful reason wins: one that will pass later first.
-_REASON_PRIORITY = (DenyReason.NOT_YET_VALID, DenyReason.EXPIRED, DenyReason.REVOKED)
+# When every rule refuses, the reason that helps the citizen most wins: "come back later"
+# before "it ended", before "you have nothing".
+_PRIORITY = (
+    DenyReason.HOLIDAY,
+    DenyReason.OUTSIDE_SCHEDULE,
+    DenyReason.NOT_YET_VALID,
+    DenyReason.USES_EXHAUSTED,
+    DenyReason.EXPIRED,
+    DenyReason.REVOKED,
+    DenyReason.NOT_ELIGIBLE,
+)
 
 
-def decide(grants: Iterable[Grant], now: datetime) -> Decision:
-    """Allow when any grant is live at ``now``; otherwise the most helpful deny reason."""
+@dataclass(frozen=True, slots=True)
+class _RuleVerdict:
+    reason: DenyReason | None
+    next_window: datetime | None = None
+
+
+def _evaluate(
+    rule: AccessRule, now: datetime, zone: ZoneInfo, holidays: frozenset[date]
+) -> _RuleVerdict:
+    if rule.parent is not None:
+        parent = _evaluate(rule.parent, now, zone, holidays)
+        if parent.reason in (DenyReason.REVOKED, DenyReason.EXPIRED, DenyReason.USES_EXHAUSTED):
+            return _RuleVerdict(DenyReason.REVOKED)  # the share died with its original
+        if parent.reason is not None:
+            return parent
+    if rule.revoked_at is not None and rule.revoked_at <= now:
+        return _RuleVerdict(DenyReason.REVOKED)
+    if not rule.eligible:
+        return _RuleVerdict(DenyReason.NOT_ELIGIBLE)
+    if rule.valid_until is not None and rule.valid_until <= now:
+        return _RuleVerdict(DenyReason.EXPIRED)
+    if rule.max_uses is not None and rule.use_count >= rule.max_uses:
+        return _RuleVerdict(DenyReason.USES_EXHAUSTED)
+    not_yet = rule.valid_from is not None and rule.valid_from > now
+    if rule.schedule is None:
+        if not_yet:
+            return _RuleVerdict(DenyReason.NOT_YET_VALID, rule.valid_from)
+        return _RuleVerdict(None)
+    is_open, holiday, upcoming = schedule_state(
+        rule.schedule,
+        now,
+        zone,
+        holidays if rule.respect_holidays else frozenset(),
+        not_before=rule.valid_from,
+        not_after=rule.valid_until,
+    )
+    if not_yet:
+        return _RuleVerdict(DenyReason.NOT_YET_VALID, upcoming)
+    if is_open:
+        return _RuleVerdict(None)
+    return _RuleVerdict(DenyReason.HOLIDAY if holiday else DenyReason.OUTSIDE_SCHEDULE, upcoming)
+
+
+def decide(door: DoorFacts, rules: Sequence[AccessRule], now: datetime) -> Decision:
+    """Allow when any rule is live at ``now``; otherwise the most helpful reason and the next
+    window. Door state (disabled, lockdown) overrides every rule."""
+    if not door.enabled:
+        return Decision(False, DenyReason.DOOR_DISABLED)
+    if door.lockdown:
+        return Decision(False, DenyReason.LOCKDOWN)
+    if not rules:
+        return Decision(False, DenyReason.NO_GRANT)
+    zone = ZoneInfo(door.timezone)
     reasons: set[DenyReason] = set()
-    for grant in grants:
-        if grant.revoked_at is not None and as_utc(grant.revoked_at) <= now:
-            reasons.add(DenyReason.REVOKED)
-        elif grant.valid_from is not None and as_utc(grant.valid_from) > now:
-            reasons.add(DenyReason.NOT_YET_VALID)
-        elif grant.valid_until is not None and as_utc(grant.valid_until) <= now:
-            reasons.add(DenyReason.EXPIRED)
-        else:
-            return Decision.allow(grant.id)
-    for reason in _REASON_PRIORITY:
-        if reason in reasons:
-            return Decision.deny(reason)
-    return Decision.deny(DenyReason.NO_GRANT)
+    windows: list[datetime | None] = []
+    for rule in rules:
+        verdict = _evaluate(rule, now, zone, door.holidays)
+        if verdict.reason is None:
+            return Decision(
+                True, rule_id=rule.id, rule_kind=rule.kind, limited=rule.max_uses is not None
+            )
+        reasons.add(verdict.reason)
+        windows.append(verdict.next_window)
+    reason = next((r for r in _PRIORITY if r in reasons), DenyReason.NO_GRANT)
+    return Decision(False, reason, next_window=first(windows))

@@ -22,6 +22,7 @@ class AuditEvent(SQLModel, table=True):
     ts: datetime = timestamp_field(default_factory=utcnow, index=True)
     actor: str | None = Field(default=None, max_length=64, index=True)
     action: str = Field(max_length=64)
+    building_id: str | None = Field(default=None, max_length=64, index=True)
     door_id: str | None = Field(default=None, max_length=64, index=True)
     gateway_id: str | None = Field(default=None, max_length=64)
     decision: str | None = Field(default=None, max_length=16)

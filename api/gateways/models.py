@@ -16,4 +16,7 @@ class Gateway(SQLModel, table=True):
     credential_hash: str | None = Field(default=None, max_length=255)
     online: bool = Field(default=False)
     last_seen: datetime | None = timestamp_field(nullable=True, default=None)
+    mode_version: int = Field(default=0)
+    """The building mode version (lockdown) this gateway last acknowledged."""
+    mode_acked_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field(default_factory=utcnow)

@@ -9,24 +9,37 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import policy
-from api.access.repository import GrantRepository
+from api.access.service import AccessService
 from api.audit.models import AuditEvent
 from api.audit.repository import AuditRepository
 from api.buildings.models import Door
-from api.buildings.repository import DoorRepository
 from api.errors import ApiError
 from api.identity.models import User
 from api.relay.mqtt import BrokerUnavailableError, GatewayTimeoutError, MqttRelay
 from api.unlock.tokens import UnlockTokenMinter
 from citykey_protocol.codes import AckResult
-from citykey_protocol.messages import UnlockCommand
+from citykey_protocol.messages import Ack, UnlockCommand
 
 ACTION_REQUESTED = "unlock.requested"
 ACTION_COMPLETED = "unlock.completed"
+
+DENY_MESSAGES = {
+    policy.DenyReason.NO_GRANT: "You have no access to this door.",
+    policy.DenyReason.NOT_YET_VALID: "Your access to this door has not started yet.",
+    policy.DenyReason.EXPIRED: "Your access to this door has expired.",
+    policy.DenyReason.OUTSIDE_SCHEDULE: "This door is closed to you at this time.",
+    policy.DenyReason.HOLIDAY: "The building is closed today (holiday).",
+    policy.DenyReason.REVOKED: "Your access to this door was revoked.",
+    policy.DenyReason.USES_EXHAUSTED: "You have used up your access to this door.",
+    policy.DenyReason.LOCKDOWN: "The building is in lockdown.",
+    policy.DenyReason.NOT_ELIGIBLE: "You do not meet the conditions to open this door.",
+    policy.DenyReason.DOOR_DISABLED: "This door is out of service.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +48,20 @@ class UnlockOutcome:
     command_id: str
     unlocked_until: datetime
     latency_ms: float
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one unlock request knows so far, for the audit rows."""
+
+    door: Door
+    user: User
+    command_id: str
+    started: float
+    rule_id: str | None = None
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
 
 
 class UnlockService:
@@ -46,8 +73,7 @@ class UnlockService:
         timeout_s: float,
     ) -> None:
         self._session = session
-        self._doors = DoorRepository(session)
-        self._grants = GrantRepository(session)
+        self._access = AccessService(session)
         self._audit = AuditRepository(session)
         self._relay = relay
         self._minter = minter
@@ -56,9 +82,10 @@ class UnlockService:
     async def unlock(self, user: User, door_id: str, seconds: int | None) -> UnlockOutcome:
         """Open ``door_id`` for ``user`` or raise ApiError with the reason."""
         started = time.perf_counter()
-        door = await self._doors.get(door_id)
-        if door is None:
+        found = await self._access.decide(user, door_id, datetime.now(UTC))
+        if found is None:
             raise ApiError(404, "door_not_found", f"no door {door_id!r}")
+        door, _, decision = found
         duration = seconds or door.default_unlock_seconds
         if duration > door.default_unlock_seconds:
             raise ApiError(
@@ -66,160 +93,135 @@ class UnlockService:
                 "duration_too_long",
                 f"this door may be unlocked for at most {door.default_unlock_seconds} s",
             )
+        attempt = _Attempt(door, user, str(uuid.uuid4()), started, decision.rule_id)
 
-        command_id = str(uuid.uuid4())
-        now = datetime.now(UTC)
-        grants = await self._grants.for_user_and_door(user.id, door.id, door.building_id)
-        decision = policy.decide(grants, now)
+        if decision.allowed and decision.limited:
+            assert decision.rule_id is not None
+            if not await self._access.repository.consume_use(decision.rule_id):
+                decision = policy.Decision(False, policy.DenyReason.USES_EXHAUSTED)
         if not decision.allowed:
             assert decision.reason is not None
             await self._record(
-                door, user, command_id, started, decision="deny", reason=decision.reason.value
+                attempt, ACTION_REQUESTED, decision="deny", reason=decision.reason.value
             )
             raise ApiError(
-                403, decision.reason.value, _DENY_MESSAGES[decision.reason], door_id=door.id
+                403,
+                decision.reason.value,
+                DENY_MESSAGES[decision.reason],
+                door_id=door.id,
+                next_window=decision.next_window.isoformat() if decision.next_window else None,
             )
 
         if not self._relay.connected:
-            await self._record(
-                door, user, command_id, started, decision="allow", result="broker_unavailable"
-            )
+            await self._fail_before_sending(attempt, decision, "broker_unavailable")
             raise ApiError(503, "broker_unavailable", "the message broker is unreachable")
         if not self._relay.gateway_online(door.gateway_id):
-            await self._record(
-                door, user, command_id, started, decision="allow", result="gateway_offline"
-            )
+            await self._fail_before_sending(attempt, decision, "gateway_offline")
             raise ApiError(503, "gateway_offline", "the door's gateway is offline", door_id=door.id)
 
         token, _ = self._minter.mint(
             gateway_id=door.gateway_id, door_id=door.id, subject=user.id, seconds=duration
         )
         # Durable before the door can move (see module docstring).
-        await self._record(
-            door, user, command_id, started, decision="allow", grant_id=decision.grant_id
-        )
+        await self._record(attempt, ACTION_REQUESTED, decision="allow")
         command = UnlockCommand(
-            command_id=command_id, door=door.id, token=token, reply_to=self._relay.instance_id
+            command_id=attempt.command_id,
+            door=door.id,
+            token=token,
+            reply_to=self._relay.instance_id,
         )
         remaining = self._timeout_s - (time.perf_counter() - started)
         try:
             ack = await self._relay.send_unlock(door.gateway_id, command, max(remaining, 0.05))
         except GatewayTimeoutError:
-            await self._complete(door, user, command_id, started, "timeout")
+            await self._complete(attempt, decision, "timeout")
             raise ApiError(
                 504,
                 "gateway_timeout",
                 "the gateway did not answer in time",
                 door_id=door.id,
-                command_id=command_id,
+                command_id=attempt.command_id,
             ) from None
         except BrokerUnavailableError:
-            await self._complete(door, user, command_id, started, "broker_unavailable")
+            await self._complete(attempt, decision, "broker_unavailable")
             raise ApiError(
                 503,
                 "broker_unavailable",
                 "the message broker is unreachable",
-                command_id=command_id,
+                command_id=attempt.command_id,
             ) from None
+        return await self._answer(attempt, decision, ack)
 
-        latency_ms = await self._complete(
-            door, user, command_id, started, ack.result.value, reason=ack.reason
-        )
+    async def _answer(
+        self, attempt: _Attempt, decision: policy.Decision, ack: Ack
+    ) -> UnlockOutcome:
+        latency_ms = await self._complete(attempt, decision, ack.result.value, reason=ack.reason)
+        where: dict[str, Any] = {"door_id": attempt.door.id, "command_id": attempt.command_id}
         if ack.result is AckResult.UNLOCKED and ack.unlocked_until is not None:
             return UnlockOutcome(
-                door_id=door.id,
-                command_id=command_id,
+                door_id=attempt.door.id,
+                command_id=attempt.command_id,
                 unlocked_until=datetime.fromtimestamp(ack.unlocked_until, UTC),
                 latency_ms=latency_ms,
             )
         if ack.result is AckResult.JAMMED:
-            raise ApiError(
-                409,
-                "lock_jammed",
-                "the lock is jammed; the door did not open",
-                door_id=door.id,
-                command_id=command_id,
-            )
+            raise ApiError(409, "lock_jammed", "the lock is jammed; the door did not open", **where)
         if ack.result is AckResult.DENIED:
             raise ApiError(
                 502,
                 "gateway_refused",
-                f"the gateway refused the token ({ack.reason})",
-                door_id=door.id,
-                command_id=command_id,
+                f"the gateway refused the command ({ack.reason})",
                 reason=ack.reason,
+                **where,
             )
-        raise ApiError(
-            503,
-            "device_error",
-            f"the lock reported a fault ({ack.reason})",
-            door_id=door.id,
-            command_id=command_id,
-        )
+        raise ApiError(503, "device_error", f"the lock reported a fault ({ack.reason})", **where)
 
-    async def _record(
-        self,
-        door: Door,
-        user: User,
-        command_id: str,
-        started: float,
-        *,
-        decision: str,
-        reason: str | None = None,
-        result: str | None = None,
-        grant_id: str | None = None,
+    async def _fail_before_sending(
+        self, attempt: _Attempt, decision: policy.Decision, result: str
     ) -> None:
-        self._audit.add(
-            AuditEvent(
-                actor=user.id,
-                action=ACTION_REQUESTED,
-                door_id=door.id,
-                gateway_id=door.gateway_id,
-                decision=decision,
-                reason=reason,
-                command_id=command_id,
-                result=result,
-                latency_ms=_elapsed_ms(started) if result or reason else None,
-                detail={"grant_id": grant_id} if grant_id else {},
-            )
-        )
-        await self._session.commit()
+        if decision.limited and attempt.rule_id:
+            await self._access.repository.refund_use(attempt.rule_id)
+        await self._record(attempt, ACTION_REQUESTED, decision="allow", result=result)
 
     async def _complete(
         self,
-        door: Door,
-        user: User,
-        command_id: str,
-        started: float,
+        attempt: _Attempt,
+        decision: policy.Decision,
         result: str,
         *,
         reason: str | None = None,
     ) -> float:
-        latency_ms = _elapsed_ms(started)
+        if decision.limited and attempt.rule_id and result != AckResult.UNLOCKED.value:
+            await self._access.repository.refund_use(attempt.rule_id)
+        return await self._record(
+            attempt, ACTION_COMPLETED, decision="allow", result=result, reason=reason
+        )
+
+    async def _record(
+        self,
+        attempt: _Attempt,
+        action: str,
+        *,
+        decision: str,
+        reason: str | None = None,
+        result: str | None = None,
+    ) -> float:
+        """Append one audit row and commit it (with any pending use count change)."""
+        latency_ms = attempt.elapsed_ms()
         self._audit.add(
             AuditEvent(
-                actor=user.id,
-                action=ACTION_COMPLETED,
-                door_id=door.id,
-                gateway_id=door.gateway_id,
-                decision="allow",
+                actor=attempt.user.id,
+                action=action,
+                door_id=attempt.door.id,
+                gateway_id=attempt.door.gateway_id,
+                building_id=attempt.door.building_id,
+                decision=decision,
                 reason=reason,
-                command_id=command_id,
+                command_id=attempt.command_id,
                 result=result,
-                latency_ms=latency_ms,
+                latency_ms=latency_ms if result or reason else None,
+                detail={"rule_id": attempt.rule_id} if attempt.rule_id else {},
             )
         )
         await self._session.commit()
         return latency_ms
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-_DENY_MESSAGES = {
-    policy.DenyReason.NO_GRANT: "you have no access to this door",
-    policy.DenyReason.NOT_YET_VALID: "your access to this door has not started yet",
-    policy.DenyReason.EXPIRED: "your access to this door has expired",
-    policy.DenyReason.REVOKED: "your access to this door was revoked",
-}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:20:04.489044
+Create Date: 2026-11-25 12:30:40.198768
 """
 
 from collections.abc import Sequence
@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=True),
         sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("building_id", sa.String(length=64), nullable=True),
         sa.Column("door_id", sa.String(length=64), nullable=True),
         sa.Column("gateway_id", sa.String(length=64), nullable=True),
         sa.Column("decision", sa.String(length=16), nullable=True),
@@ -37,10 +38,13 @@ def upgrade() -> None:
         sa.Column("result", sa.String(length=32), nullable=True),
         sa.Column("latency_ms", sa.Float(), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_events_actor"), ["actor"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_audit_events_building_id"), ["building_id"], unique=False
+        )
         batch_op.create_index(
             batch_op.f("ix_audit_events_command_id"), ["command_id"], unique=False
         )
@@ -48,21 +52,115 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_events_ts"), ["ts"], unique=False)
 
     op.create_table(
-        "buildings",
+        "owners",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_owners")),
     )
     op.create_table(
         "users",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("display_name", sa.String(length=200), nullable=False),
         sa.Column("roles", sa.JSON(), nullable=False),
+        sa.Column("birth_date", sa.Date(), nullable=True),
+        sa.Column("phone", sa.String(length=32), nullable=True),
+        sa.Column("phone_verified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("phone", name=op.f("uq_users_phone")),
     )
+    op.create_table(
+        "booking_clients",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=False),
+        sa.Column("secret_hash", sa.String(length=255), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["owners.id"], name=op.f("fk_booking_clients_owner_id_owners")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_booking_clients")),
+    )
+    with op.batch_alter_table("booking_clients", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_booking_clients_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "buildings",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=True),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("lockdown_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lockdown_by", sa.String(length=64), nullable=True),
+        sa.Column("lockdown_reason", sa.String(length=500), nullable=True),
+        sa.Column("mode_version", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["owners.id"], name=op.f("fk_buildings_owner_id_owners")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_buildings")),
+    )
+    with op.batch_alter_table("buildings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_buildings_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "groups",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.String(length=2000), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["owners.id"], name=op.f("fk_groups_owner_id_owners")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_groups")),
+    )
+    with op.batch_alter_table("groups", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_groups_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "phone_verifications",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("phone", sa.String(length=32), nullable=False),
+        sa.Column("code_hash", sa.String(length=128), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_phone_verifications_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_phone_verifications")),
+    )
+    with op.batch_alter_table("phone_verifications", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_phone_verifications_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
+        "bookings",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("client_id", sa.String(length=64), nullable=False),
+        sa.Column("external_id", sa.String(length=128), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["booking_clients.id"],
+            name=op.f("fk_bookings_client_id_booking_clients"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bookings")),
+        sa.UniqueConstraint("client_id", "external_id", name="uq_booking_external"),
+    )
+    with op.batch_alter_table("bookings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_bookings_client_id"), ["client_id"], unique=False)
+
     op.create_table(
         "gateways",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -71,13 +169,71 @@ def upgrade() -> None:
         sa.Column("credential_hash", sa.String(length=255), nullable=True),
         sa.Column("online", sa.Boolean(), nullable=False),
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("mode_version", sa.Integer(), nullable=False),
+        sa.Column("mode_acked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["building_id"],
-            ["buildings.id"],
+            ["building_id"], ["buildings.id"], name=op.f("fk_gateways_building_id_buildings")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_gateways")),
     )
+    op.create_table(
+        "group_members",
+        sa.Column("group_id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("added_by", sa.String(length=64), nullable=True),
+        sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["group_id"], ["groups.id"], name=op.f("fk_group_members_group_id_groups")
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_group_members_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("group_id", "user_id", name=op.f("pk_group_members")),
+    )
+    with op.batch_alter_table("group_members", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_group_members_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "holidays",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("building_id", sa.String(length=64), nullable=False),
+        sa.Column("date", sa.Date(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["building_id"], ["buildings.id"], name=op.f("fk_holidays_building_id_buildings")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_holidays")),
+        sa.UniqueConstraint("building_id", "date", name="uq_holiday_building_date"),
+    )
+    with op.batch_alter_table("holidays", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_holidays_building_id"), ["building_id"], unique=False)
+
+    op.create_table(
+        "manager_scopes",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("owner_id", sa.String(length=64), nullable=True),
+        sa.Column("building_id", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(
+            "(owner_id IS NULL) <> (building_id IS NULL)", name=op.f("ck_manager_scopes_one_target")
+        ),
+        sa.ForeignKeyConstraint(
+            ["building_id"], ["buildings.id"], name=op.f("fk_manager_scopes_building_id_buildings")
+        ),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["owners.id"], name=op.f("fk_manager_scopes_owner_id_owners")
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_manager_scopes_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_manager_scopes")),
+        sa.UniqueConstraint("user_id", "owner_id", "building_id", name="uq_manager_scope"),
+    )
+    with op.batch_alter_table("manager_scopes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_manager_scopes_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "doors",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -86,16 +242,16 @@ def upgrade() -> None:
         sa.Column("gateway_id", sa.String(length=64), nullable=False),
         sa.Column("channel", sa.Integer(), nullable=False),
         sa.Column("default_unlock_seconds", sa.Integer(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("passage_schedule", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["building_id"],
-            ["buildings.id"],
+            ["building_id"], ["buildings.id"], name=op.f("fk_doors_building_id_buildings")
         ),
         sa.ForeignKeyConstraint(
-            ["gateway_id"],
-            ["gateways.id"],
+            ["gateway_id"], ["gateways.id"], name=op.f("fk_doors_gateway_id_gateways")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_doors")),
         sa.UniqueConstraint("gateway_id", "channel", name="uq_doors_gateway_channel"),
     )
     with op.batch_alter_table("doors", schema=None) as batch_op:
@@ -103,61 +259,164 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_doors_gateway_id"), ["gateway_id"], unique=False)
 
     op.create_table(
+        "door_status",
+        sa.Column("door_id", sa.String(length=64), nullable=False),
+        sa.Column("lock_state", sa.String(length=16), nullable=True),
+        sa.Column("door_state", sa.String(length=16), nullable=True),
+        sa.Column("battery_pct", sa.Integer(), nullable=True),
+        sa.Column("alarms", sa.JSON(), nullable=False),
+        sa.Column("last_event", sa.String(length=64), nullable=True),
+        sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["door_id"], ["doors.id"], name=op.f("fk_door_status_door_id_doors")
+        ),
+        sa.PrimaryKeyConstraint("door_id", name=op.f("pk_door_status")),
+    )
+    op.create_table(
         "grants",
         sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=True),
+        sa.Column("group_id", sa.String(length=64), nullable=True),
+        sa.Column("subject_phone", sa.String(length=32), nullable=True),
         sa.Column("door_id", sa.String(length=64), nullable=True),
         sa.Column("building_id", sa.String(length=64), nullable=True),
         sa.Column("valid_from", sa.DateTime(timezone=True), nullable=True),
         sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("schedule", sa.JSON(), nullable=True),
+        sa.Column("respect_holidays", sa.Boolean(), nullable=False),
+        sa.Column("max_uses", sa.Integer(), nullable=True),
+        sa.Column("use_count", sa.Integer(), nullable=False),
+        sa.Column("shareable", sa.Boolean(), nullable=False),
+        sa.Column("parent_grant_id", sa.String(length=64), nullable=True),
+        sa.Column("booking_id", sa.String(length=64), nullable=True),
+        sa.Column("note", sa.String(length=500), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_by", sa.String(length=64), nullable=True),
         sa.CheckConstraint(
-            "(door_id IS NULL) <> (building_id IS NULL)", name="ck_grants_one_target"
+            "(CASE WHEN user_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN group_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN subject_phone IS NULL THEN 0 ELSE 1 END) = 1",
+            name=op.f("ck_grants_one_subject"),
+        ),
+        sa.CheckConstraint(
+            "(door_id IS NULL) <> (building_id IS NULL)", name=op.f("ck_grants_one_target")
         ),
         sa.ForeignKeyConstraint(
-            ["building_id"],
-            ["buildings.id"],
+            ["booking_id"], ["bookings.id"], name=op.f("fk_grants_booking_id_bookings")
         ),
         sa.ForeignKeyConstraint(
-            ["door_id"],
-            ["doors.id"],
+            ["building_id"], ["buildings.id"], name=op.f("fk_grants_building_id_buildings")
+        ),
+        sa.ForeignKeyConstraint(["door_id"], ["doors.id"], name=op.f("fk_grants_door_id_doors")),
+        sa.ForeignKeyConstraint(
+            ["group_id"], ["groups.id"], name=op.f("fk_grants_group_id_groups")
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
+            ["parent_grant_id"], ["grants.id"], name=op.f("fk_grants_parent_grant_id_grants")
         ),
-        sa.PrimaryKeyConstraint("id"),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_grants_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_grants")),
     )
     with op.batch_alter_table("grants", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_grants_booking_id"), ["booking_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_grants_building_id"), ["building_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_grants_door_id"), ["door_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_grants_group_id"), ["group_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_grants_parent_grant_id"), ["parent_grant_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_grants_subject_phone"), ["subject_phone"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_grants_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "public_access",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("door_id", sa.String(length=64), nullable=False),
+        sa.Column("schedule", sa.JSON(), nullable=False),
+        sa.Column("min_age", sa.Integer(), nullable=True),
+        sa.Column("group_id", sa.String(length=64), nullable=True),
+        sa.Column("respect_holidays", sa.Boolean(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["door_id"], ["doors.id"], name=op.f("fk_public_access_door_id_doors")
+        ),
+        sa.ForeignKeyConstraint(
+            ["group_id"], ["groups.id"], name=op.f("fk_public_access_group_id_groups")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_public_access")),
+    )
+    with op.batch_alter_table("public_access", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_public_access_door_id"), ["door_id"], unique=False)
 
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("public_access", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_public_access_door_id"))
+
+    op.drop_table("public_access")
     with op.batch_alter_table("grants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_grants_user_id"))
+        batch_op.drop_index(batch_op.f("ix_grants_subject_phone"))
+        batch_op.drop_index(batch_op.f("ix_grants_parent_grant_id"))
+        batch_op.drop_index(batch_op.f("ix_grants_group_id"))
         batch_op.drop_index(batch_op.f("ix_grants_door_id"))
         batch_op.drop_index(batch_op.f("ix_grants_building_id"))
+        batch_op.drop_index(batch_op.f("ix_grants_booking_id"))
 
     op.drop_table("grants")
+    op.drop_table("door_status")
     with op.batch_alter_table("doors", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_doors_gateway_id"))
         batch_op.drop_index(batch_op.f("ix_doors_building_id"))
 
     op.drop_table("doors")
+    with op.batch_alter_table("manager_scopes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_manager_scopes_user_id"))
+
+    op.drop_table("manager_scopes")
+    with op.batch_alter_table("holidays", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_holidays_building_id"))
+
+    op.drop_table("holidays")
+    with op.batch_alter_table("group_members", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_group_members_user_id"))
+
+    op.drop_table("group_members")
     op.drop_table("gateways")
-    op.drop_table("users")
+    with op.batch_alter_table("bookings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bookings_client_id"))
+
+    op.drop_table("bookings")
+    with op.batch_alter_table("phone_verifications", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_phone_verifications_user_id"))
+
+    op.drop_table("phone_verifications")
+    with op.batch_alter_table("groups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_groups_owner_id"))
+
+    op.drop_table("groups")
+    with op.batch_alter_table("buildings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_buildings_owner_id"))
+
     op.drop_table("buildings")
+    with op.batch_alter_table("booking_clients", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_booking_clients_owner_id"))
+
+    op.drop_table("booking_clients")
+    op.drop_table("users")
+    op.drop_table("owners")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_events_ts"))
         batch_op.drop_index(batch_op.f("ix_audit_events_door_id"))
         batch_op.drop_index(batch_op.f("ix_audit_events_command_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_events_building_id"))
         batch_op.drop_index(batch_op.f("ix_audit_events_actor"))
 
     op.drop_table("audit_events")

@@ -1,0 +1,1 @@
+"""Bookings pushed by booking systems through the machine API."""

@@ -1,0 +1,1 @@
+"""Groups of citizens (a volunteer association, library card holders)."""

@@ -1,0 +1,1 @@
+"""Citizen self-service: my doors, my activity, my shares, my phone number."""

@@ -1,0 +1,1 @@
+"""Building modes: lockdown and passage (held-open) schedules, pushed to gateways signed."""

@@ -1,0 +1,1 @@
+"""Owners (e.g. a city district) and the scopes of their managers."""

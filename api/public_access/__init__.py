@@ -1,0 +1,1 @@
+"""Public opening hours: doors any eligible signed-in citizen may open at set times."""

@@ -1,0 +1,5 @@
+"""HTTP endpoints for public hours. Thin: parse, authorize, call the service, shape the answer."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["public hours"])
