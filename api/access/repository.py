@@ -20,44 +20,17 @@ class AccessRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def door_with_building(self, door_id: str) -> tuple[Door, Building] | None:
-        statement = (
-            select(Door, Building)
-            .join(Building, col(Building.id) == col(Door.building_id))
-            .where(col(Door.id) == door_id)
-        )
-        row = (await self._session.execute(statement)).first()
-        return (row[0], row[1]) if row else None
-
     def _user_grants(self, user_id: str) -> Select[Grant, Grant]:
         memberships = select(col(GroupMember.group_id)).where(col(GroupMember.user_id) == user_id)
         return (
             select(Grant, ParentGrant)
             .outerjoin(ParentGrant, col(ParentGrant.id) == col(Grant.parent_grant_id))
-            .where(
-                or_(col(Grant.user_id) == user_id, col(Grant.group_id).in_(memberships)),
-            )
+            .where(or_(col(Grant.user_id) == user_id, col(Grant.group_id).in_(memberships)))
         )
-
-    async def grants_for_door(
-        self, user_id: str, door_id: str, building_id: str
-    ) -> Sequence[tuple[Grant, Grant | None]]:
-        """The user's grants (own and via groups) on the door or its building, with the
-        parent grant of each share."""
-        statement = self._user_grants(user_id).where(
-            or_(col(Grant.door_id) == door_id, col(Grant.building_id) == building_id)
-        )
-        return [(g, p) for g, p in (await self._session.execute(statement)).all()]
 
     async def all_grants(self, user_id: str) -> Sequence[tuple[Grant, Grant | None]]:
         """Every grant of the user, own and via groups, with parents of shares."""
         return [(g, p) for g, p in (await self._session.execute(self._user_grants(user_id))).all()]
-
-    async def public_access_for_door(self, door_id: str) -> Sequence[PublicAccess]:
-        statement = select(PublicAccess).where(
-            col(PublicAccess.door_id) == door_id, col(PublicAccess.enabled).is_(True)
-        )
-        return (await self._session.execute(statement)).scalars().all()
 
     async def all_public_access(self) -> Sequence[PublicAccess]:
         statement = select(PublicAccess).where(col(PublicAccess.enabled).is_(True))

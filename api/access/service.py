@@ -4,16 +4,16 @@ policy function. Used by the unlock endpoint and the citizen views."""
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import policy
-from api.access.models import Grant
+from api.access.facts import DoorRow, load_access_facts
 from api.access.repository import AccessRepository
 from api.buildings.models import Building, Door
 from api.common import as_utc
 from api.identity.models import User
-from api.public_access.models import PublicAccess
 from api.schedules import Schedule
 
 
@@ -32,7 +32,45 @@ def _aware(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
 
-def rule_from_grant(grant: Grant, parent: Grant | None = None) -> policy.AccessRule:
+class GrantLike(Protocol):
+    """A grant row, as an ORM object or as fetched by load_access_facts."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parent_grant_id(self) -> str | None: ...
+    @property
+    def booking_id(self) -> str | None: ...
+    @property
+    def valid_from(self) -> datetime | None: ...
+    @property
+    def valid_until(self) -> datetime | None: ...
+    @property
+    def schedule(self) -> dict[str, Any] | None: ...
+    @property
+    def respect_holidays(self) -> bool: ...
+    @property
+    def max_uses(self) -> int | None: ...
+    @property
+    def use_count(self) -> int: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+class PublicAccessLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def schedule(self) -> dict[str, Any]: ...
+    @property
+    def min_age(self) -> int | None: ...
+    @property
+    def group_id(self) -> str | None: ...
+    @property
+    def respect_holidays(self) -> bool: ...
+
+
+def rule_from_grant(grant: GrantLike, parent: GrantLike | None = None) -> policy.AccessRule:
     kind = policy.RuleKind.GRANT
     if grant.parent_grant_id is not None:
         kind = policy.RuleKind.SHARE
@@ -53,13 +91,13 @@ def rule_from_grant(grant: Grant, parent: Grant | None = None) -> policy.AccessR
 
 
 def rule_from_public_access(
-    rule: PublicAccess, user: User, group_ids: set[str], today: date
+    rule: PublicAccessLike, user: User, group_ids: Iterable[str], today: date
 ) -> policy.AccessRule:
     eligible = True
     if rule.min_age is not None:
         eligible = user.birth_date is not None and age_on(user.birth_date, today) >= rule.min_age
     if rule.group_id is not None:
-        eligible = eligible and rule.group_id in group_ids
+        eligible = eligible and rule.group_id in set(group_ids)
     return policy.AccessRule(
         id=rule.id,
         kind=policy.RuleKind.PUBLIC,
@@ -81,26 +119,29 @@ def door_facts(door: Door, building: Building, holidays: Iterable[date]) -> poli
 
 class AccessService:
     def __init__(self, session: AsyncSession) -> None:
+        self._session = session
         self.repository = AccessRepository(session)
 
     async def decide(
         self, user: User, door_id: str, now: datetime
-    ) -> tuple[Door, Building, policy.Decision] | None:
-        """The decision for one door, or None when the door does not exist."""
-        found = await self.repository.door_with_building(door_id)
-        if found is None:
+    ) -> tuple[DoorRow, policy.Decision] | None:
+        """The decision for one door (one database round trip), or None for no such door."""
+        first_day, last_day = self.repository.horizon(now)
+        facts = await load_access_facts(self._session, user.id, door_id, first_day, last_day)
+        if facts is None:
             return None
-        door, building = found
-        grants = await self.repository.grants_for_door(user.id, door.id, building.id)
-        public = await self.repository.public_access_for_door(door.id)
-        rules = [rule_from_grant(g, p) for g, p in grants]
-        if public:
-            group_ids = await self.repository.group_ids(user.id)
-            today = now.date()
-            rules += [rule_from_public_access(r, user, group_ids, today) for r in public]
-        start, end = self.repository.horizon(now)
-        holidays = (await self.repository.holidays([building.id], start, end))[building.id]
-        return door, building, policy.decide(door_facts(door, building, holidays), rules, now)
+        today = now.date()
+        rules = [rule_from_grant(g, g.parent) for g in facts.grants]
+        rules += [rule_from_public_access(p, user, facts.group_ids, today) for p in facts.public]
+        door = facts.door
+        door_facts = policy.DoorFacts(
+            door_id=door.id,
+            timezone=door.timezone,
+            enabled=door.enabled,
+            lockdown=door.lockdown,
+            holidays=facts.holidays,
+        )
+        return door, policy.decide(door_facts, rules, now)
 
     async def my_doors(self, user: User, now: datetime) -> list[DoorAccess]:
         """Every door the user has any rule for, each with its decision at ``now``."""

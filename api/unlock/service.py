@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import policy
+from api.access.facts import DoorRow
 from api.access.service import AccessService
 from api.audit.models import AuditEvent
 from api.audit.repository import AuditRepository
-from api.buildings.models import Door
 from api.errors import ApiError
 from api.identity.models import User
 from api.relay.mqtt import BrokerUnavailableError, GatewayTimeoutError, MqttRelay
@@ -54,7 +54,7 @@ class UnlockOutcome:
 class _Attempt:
     """What one unlock request knows so far, for the audit rows."""
 
-    door: Door
+    door: DoorRow
     user: User
     command_id: str
     started: float
@@ -85,7 +85,7 @@ class UnlockService:
         found = await self._access.decide(user, door_id, datetime.now(UTC))
         if found is None:
             raise ApiError(404, "door_not_found", f"no door {door_id!r}")
-        door, _, decision = found
+        door, decision = found
         duration = seconds or door.default_unlock_seconds
         if duration > door.default_unlock_seconds:
             raise ApiError(
