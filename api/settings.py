@@ -33,7 +33,6 @@ class Settings(BaseSettings):
     issuer: str = "http://localhost:8000"
     token_lifetime_s: int = Field(default=30, ge=5, le=120)
     unlock_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    default_unlock_seconds: int = Field(default=5, ge=1, le=3600)
     dev_identity: bool = Field(
         default=True, description="Serve the development identity provider (dev mode only)."
     )
