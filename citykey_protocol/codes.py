@@ -35,6 +35,10 @@ class TokenRejection(StrEnum):
     NOT_YET_VALID = "not_yet_valid"
     LIFETIME_TOO_LONG = "lifetime_too_long"
     REPLAYED = "replayed"
+    REPLAY_STORE_FULL = "replay_store_full"
+    """The gateway's replay store is at its bound; it refuses (fails closed) rather than forget."""
+    REPLAY_STORE_ERROR = "replay_store_error"
+    """The gateway could not record the token id (its replay file failed); refused, fail closed."""
 
 
 class DeviceFault(StrEnum):
@@ -43,3 +47,28 @@ class DeviceFault(StrEnum):
     DRIVER_ERROR = "driver_error"
     BUSY = "busy"
     MALFORMED_COMMAND = "malformed_command"
+
+
+class CommandRefusal(StrEnum):
+    """Why a gateway refused a command whatever its token said. Carried in a ``denied`` ack as
+    ``reason``, like a TokenRejection."""
+
+    LOCKDOWN = "lockdown"
+    """The building is in lockdown: the gateway refuses every unlock until it is lifted."""
+
+
+class ModeRejection(StrEnum):
+    """Why a gateway refused a mode message. Carried in a ``mode_rejected`` event as
+    ``data.reason``; the gateway keeps the mode it had."""
+
+    MALFORMED = "malformed"
+    OVERSIZED = "oversized"
+    BAD_HEADER = "bad_header"
+    BAD_TYPE = "bad_type"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_ISSUER = "bad_issuer"
+    WRONG_GATEWAY = "wrong_gateway"
+    BAD_CLAIMS = "bad_claims"
+    STALE_VERSION = "stale_version"
+    """Not newer than the mode the gateway holds (a replayed or reordered message)."""

@@ -51,6 +51,9 @@ class GatewayStatus(msgspec.Struct, frozen=True, kw_only=True):
     doors: list[str] = []
     software: str | None = None
     heartbeat_s: float | None = None
+    mode_version: int | None = None
+    """Version of the last mode message the gateway applied (its acknowledgement); None from a
+    gateway that predates modes."""
 
 
 class GatewayEvent(msgspec.Struct, frozen=True, kw_only=True):

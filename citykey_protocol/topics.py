@@ -1,8 +1,8 @@
 """MQTT topic names.
 
 Every topic lives under ``citykey/v1/``. A gateway owns the subtree ``citykey/v1/gw/<id>/``:
-it reads ``cmd`` and writes ``ack/<instance>``, ``event`` and ``status``. Broker ACLs are
-written against exactly these patterns (see docs/protocol.md and deploy/mosquitto/).
+it reads ``cmd`` and ``mode`` and writes ``ack/<instance>``, ``event`` and ``status``. Broker
+ACLs are written against exactly these patterns (see docs/protocol.md and deploy/mosquitto/).
 """
 
 import re
@@ -58,12 +58,18 @@ class GatewayTopics:
         """Gateway -> everyone: retained online/offline status, also the last will."""
         return f"{self.base}/status"
 
+    @property
+    def mode(self) -> str:
+        """API -> gateway: the retained, signed mode message (lockdown, doors held unlocked)."""
+        return f"{self.base}/mode"
+
 
 KEYSET_TOPIC = f"{ROOT}/keys"
 """API -> gateways: the retained public key set (JWKS)."""
 
 STATUS_FILTER = f"{ROOT}/gw/+/status"
 EVENTS_FILTER = f"{ROOT}/gw/+/event"
+MODE_FILTER = f"{ROOT}/gw/+/mode"
 
 
 def acks_filter(instance_id: str) -> str:
@@ -71,7 +77,7 @@ def acks_filter(instance_id: str) -> str:
     return f"{ROOT}/gw/+/ack/{require_segment(instance_id, 'instance id')}"
 
 
-TopicKind = Literal["cmd", "ack", "event", "status"]
+TopicKind = Literal["cmd", "ack", "event", "status", "mode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,6 @@ def parse_gateway_topic(topic: str) -> ParsedTopic | None:
         return None
     if kind == "ack" and len(parts) == 6:
         return ParsedTopic(gateway_id, "ack")
-    if len(parts) == 5 and kind in ("cmd", "event", "status"):
+    if len(parts) == 5 and kind in ("cmd", "event", "status", "mode"):
         return ParsedTopic(gateway_id, kind)  # type: ignore[arg-type]
     return None

@@ -18,6 +18,8 @@ class ChannelState:
     jammed: bool = False
     unlocked_until: float | None = None
     relock_handle: asyncio.TimerHandle | None = None
+    held_until: float | None = None
+    """Set while the channel is held unlocked (passage mode) until that Unix time."""
     unlock_count: int = 0
     history: list[tuple[float, str]] = field(default_factory=list)
 
@@ -64,16 +66,56 @@ class SimulatedLock:
         if state.relock_handle is not None:
             state.relock_handle.cancel()
         state.locked = False
+        state.held_until = None  # a plain unlock replaces a hold's relock with its own
         state.unlock_count += 1
         state.unlocked_until = self._clock() + seconds
         state.relock_handle = asyncio.get_running_loop().call_later(seconds, self._relock, channel)
         self._emit(channel, "unlocked", until=state.unlocked_until)
         return state.unlocked_until
 
+    async def hold_unlocked(self, channel: int, until: float) -> None:
+        """Release the bolt and keep it released until Unix time ``until`` (passage mode),
+        then relock by itself. An ``until`` already past relocks now."""
+        state = self.state(channel)
+        if until <= self._clock():
+            await self.lock(channel)
+            return
+        if not state.locked and state.held_until == until:
+            return  # already held until then: nothing moves, nothing to report
+        if self.actuation_delay_s > 0:
+            await asyncio.sleep(self.actuation_delay_s)
+        if state.jammed:
+            self._emit(channel, "jammed")
+            raise LockJammedError(f"channel {channel} is jammed")
+        if state.relock_handle is not None:
+            state.relock_handle.cancel()
+        state.locked = False
+        state.unlocked_until = until
+        state.held_until = until
+        delay = max(until - self._clock(), 0.0)
+        state.relock_handle = asyncio.get_running_loop().call_later(delay, self._relock, channel)
+        self._emit(channel, "unlocked", until=until, hold=True)
+
+    async def lock(self, channel: int) -> None:
+        """Relock now, cancelling any pending relock; a locked channel stays as it is."""
+        state = self.state(channel)
+        if not state.locked and state.jammed:
+            self._emit(channel, "jammed")
+            raise LockJammedError(f"channel {channel} is jammed")
+        if state.relock_handle is not None:
+            state.relock_handle.cancel()
+            state.relock_handle = None
+        if state.locked:
+            state.held_until = None
+            state.unlocked_until = None
+            return
+        self._relock(channel)
+
     def _relock(self, channel: int) -> None:
         state = self.channels[channel]
         state.locked = True
         state.unlocked_until = None
+        state.held_until = None
         state.relock_handle = None
         self._emit(channel, "locked")
 

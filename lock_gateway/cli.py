@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--driver", default=env_default("DRIVER", "sim"))
     parser.add_argument("--leeway", type=float, default=5.0, help="clock leeway, seconds")
+    state_dir = env_default("STATE_DIR")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(state_dir) if state_dir else None,
+        help="directory for state kept across restarts, such as the replay store of seen "
+        "token ids; default: none, state in memory only",
+    )
     return parser
 
 
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         jwks_url=args.jwks_url,
         key_cache=args.key_cache,
         leeway_s=args.leeway,
+        state_dir=args.state_dir,
     )
     keys = load_keys(config)
     if not keys.kids():

@@ -24,6 +24,10 @@ class GatewayConfig:
     max_token_lifetime_s: float = 120.0
     heartbeat_s: float = 30.0
     keepalive_s: int = 30
+    state_dir: Path | None = None
+    """Where the gateway keeps state that must survive a restart, such as the replay store
+    (lock_gateway/replay.py). None: in memory only, so a token accepted just before a restart
+    could be accepted once more until it expires."""
 
     def __post_init__(self) -> None:
         require_segment(self.gateway_id, "gateway id")

@@ -10,14 +10,21 @@ from typing import Any
 import aiomqtt
 
 from citykey_protocol import messages
-from citykey_protocol.codes import AckResult, DeviceFault
+from citykey_protocol.codes import AckResult, CommandRefusal, DeviceFault
 from citykey_protocol.messages import Ack, GatewayEvent, GatewayStatus, UnlockCommand
+from citykey_protocol.modes import MODE_REJECTED_EVENT
 from citykey_protocol.topics import GatewayTopics, is_valid_segment
 from lock_gateway import __version__
 from lock_gateway.config import GatewayConfig
 from lock_gateway.driver import LockDriver, LockDriverError, LockEvent, LockJammedError
 from lock_gateway.keys import KeySet
-from lock_gateway.replay import ReplayGuard
+from lock_gateway.modes import (
+    MODE_STATE_FILE,
+    GatewayLockedDownError,
+    ModeController,
+    ModeRejectedError,
+)
+from lock_gateway.replay import REPLAY_DB_FILE, ReplayGuard
 from lock_gateway.validator import TokenRejectedError, TokenValidator
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,11 @@ class Gateway:
             issuer=config.issuer,
             gateway_id=config.gateway_id,
             doors=config.doors.keys(),
-            replay_guard=ReplayGuard(leeway=config.leeway_s),
+            replay_guard=ReplayGuard(
+                leeway=config.leeway_s,
+                path=None if config.state_dir is None else config.state_dir / REPLAY_DB_FILE,
+                now=clock(),
+            ),
             leeway=config.leeway_s,
             max_lifetime=config.max_token_lifetime_s,
             clock=clock,
@@ -55,6 +66,16 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.actuations = 0
+        # Lockdown and passage mode (lock_gateway/modes.py); this class only routes to it.
+        self.modes = ModeController(
+            gateway_id=config.gateway_id,
+            issuer=config.issuer,
+            doors=config.doors,
+            driver=driver,
+            keys=keys,
+            state_path=None if config.state_dir is None else config.state_dir / MODE_STATE_FILE,
+            clock=clock,
+        )
         driver.subscribe(self._on_lock_event)
 
     def _status(self, online: bool) -> bytes:
@@ -66,11 +87,13 @@ class Gateway:
                 doors=sorted(self.config.doors),
                 software=f"lock_gateway/{__version__}",
                 heartbeat_s=self.config.heartbeat_s,
+                mode_version=self.modes.version,
             )
         )
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until cancelled."""
+        await self.modes.restore()  # before any command: a stored lockdown holds from the start
         backoff = 0.2
         while True:
             try:
@@ -96,13 +119,17 @@ class Gateway:
         async with client:
             self._client = client
             await client.subscribe(self.topics.commands, qos=1)
+            await client.subscribe(self.topics.mode, qos=1)
             await client.publish(self.topics.status, self._status(True), qos=1, retain=True)
             self.connected.set()
             log.info("%s online at %s", self.config.gateway_id, self.config.broker.redacted())
             heartbeat = asyncio.create_task(self._heartbeat(client))
             try:
                 async for message in client.messages:
-                    self._spawn(self._handle(client, message.payload))
+                    if message.topic.value == self.topics.mode:
+                        self._spawn(self._apply_mode(client, message.payload))
+                    else:
+                        self._spawn(self._handle(client, message.payload))
             finally:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -162,6 +189,9 @@ class Gateway:
                 ts=self._clock(),
             )
 
+        if self.modes.lockdown:
+            # Refused before the token is even read: nothing opens in lockdown.
+            return ack(AckResult.DENIED, CommandRefusal.LOCKDOWN.value)
         try:
             claims = self.validator.validate(command.token)
         except TokenRejectedError as exc:
@@ -176,7 +206,9 @@ class Gateway:
             return ack(AckResult.DENIED, "door_mismatch")
         channel = self.config.doors[claims.door]
         try:
-            until = await self._driver.unlock(channel, claims.dur)
+            until = await self.modes.unlock(claims.door, channel, claims.dur)
+        except GatewayLockedDownError:
+            return ack(AckResult.DENIED, CommandRefusal.LOCKDOWN.value)
         except LockJammedError:
             return ack(AckResult.JAMMED)
         except LockDriverError as exc:
@@ -184,6 +216,33 @@ class Gateway:
             return ack(AckResult.ERROR, DeviceFault.DRIVER_ERROR.value)
         self.actuations += 1
         return ack(AckResult.UNLOCKED, until=until)
+
+    async def _apply_mode(self, client: aiomqtt.Client, payload: object) -> None:
+        """Hand a mode message to the mode controller; acknowledge an applied one with the
+        retained status (which carries its version), report a refused one as an event."""
+        if not isinstance(payload, bytes | bytearray) or not payload:
+            # An emptied retained message: the mode already applied (and stored) stays.
+            log.warning("%s: empty mode message ignored", self.config.gateway_id)
+            return
+        try:
+            applied = await self.modes.receive(bytes(payload))
+        except ModeRejectedError as exc:
+            log.warning("%s: mode message refused: %s", self.config.gateway_id, exc)
+            event = GatewayEvent(
+                gateway_id=self.config.gateway_id,
+                kind=MODE_REJECTED_EVENT,
+                ts=self._clock(),
+                data={
+                    "reason": exc.reason.value,
+                    "detail": exc.detail,
+                    "current_version": self.modes.version,
+                },
+            )
+            await self._publish_quietly(client, self.topics.events, messages.encode(event))
+            return
+        if applied:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.topics.status, self._status(True), qos=1, retain=True)
 
     def _on_lock_event(self, event: LockEvent) -> None:
         client = self._client

@@ -38,6 +38,23 @@ class LockDriver(Protocol):
         """
         ...
 
+    async def hold_unlocked(self, channel: int, until: float) -> None:
+        """Hold the lock on ``channel`` released until Unix time ``until``, then relock it.
+
+        Passage mode. Replaces any relock already pending on the channel (a later or earlier
+        one); an ``until`` already past relocks now. Like ``unlock``, the relock at ``until``
+        is the driver's own job, so it happens on time even if the gateway is busy.
+        Raises LockJammedError when the bolt does not move, LockDriverError on other faults.
+        """
+        ...
+
+    async def lock(self, channel: int) -> None:
+        """Relock ``channel`` now and cancel any pending relock (end of a hold, lockdown).
+
+        Locking a locked channel is not an error. Raises LockDriverError on faults.
+        """
+        ...
+
     def subscribe(self, listener: LockEventListener) -> None:
         """Call ``listener`` for every event the hardware reports."""
         ...
