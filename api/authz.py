@@ -33,10 +33,16 @@ class Scope:
     """Every building in scope: listed ones plus those of managed owners."""
 
     def has_building(self, building_id: str | None) -> bool:
-        return self.is_admin or (building_id is not None and building_id in self.building_ids)
+        """True for a building in scope. None (no such object) is never in scope, for admins
+        neither, so that "missing" and "not yours" share one code path: 404."""
+        if building_id is None:
+            return False
+        return self.is_admin or building_id in self.building_ids
 
     def has_owner(self, owner_id: str | None) -> bool:
-        return self.is_admin or (owner_id is not None and owner_id in self.owner_ids)
+        if owner_id is None:
+            return False
+        return self.is_admin or owner_id in self.owner_ids
 
     def require_building(self, building_id: str | None, kind: str, object_id: str) -> None:
         """Raise the not-found error for ``kind``/``object_id`` unless the building is ours."""

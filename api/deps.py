@@ -41,7 +41,10 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit (or roll back) BEFORE the response is sent. With the default
+# scope FastAPI finishes a yield dependency after the response, so a failed commit would
+# follow a 2xx the client already has.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_keyring(state: StateDep) -> KeyRing:

@@ -11,6 +11,7 @@ from api.access import router as access_router
 from api.audit import router as audit_router
 from api.bookings import router as bookings_router
 from api.buildings import router as buildings_router
+from api.buildings.status import DoorStatusRecorder
 from api.db import create_engine, session_factory
 from api.errors import install_error_handlers
 from api.gateways import router as gateways_router
@@ -22,6 +23,8 @@ from api.keys import router as keys_router
 from api.keys.keyring import KeyRing
 from api.me import router as me_router
 from api.modes import router as modes_router
+from api.modes.acks import ModeAckListener
+from api.modes.scheduler import PassageScheduler
 from api.owners import router as owners_router
 from api.public_access import router as public_access_router
 from api.relay.embedded_broker import EmbeddedBroker
@@ -57,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("no identity provider configured (OpenID Connect comes next)")
         relay = MqttRelay(settings.broker, settings.instance_id)
         GatewayStatusTracker(sessions).attach(relay)
+        ModeAckListener(sessions).attach(relay)
+        DoorStatusRecorder(sessions).attach(relay)
         await relay.start()
+        passage = PassageScheduler(sessions, relay, keyring, settings.issuer).start()
         app.state.citykey = AppState(
             settings=settings,
             engine=engine,
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await passage.stop()
             await relay.stop()
             await engine.dispose()
             if broker is not None:

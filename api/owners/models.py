@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, UniqueConstraint
+from sqlalchemy import CheckConstraint, Index, text
 from sqlmodel import Field, SQLModel
 
 from api.common import timestamp_field, utcnow
@@ -22,7 +22,24 @@ class ManagerScope(SQLModel, table=True):
     __tablename__ = "manager_scopes"
     __table_args__ = (
         CheckConstraint("(owner_id IS NULL) <> (building_id IS NULL)", name="one_target"),
-        UniqueConstraint("user_id", "owner_id", "building_id", name="uq_manager_scope"),
+        # One row per (user, owner) and per (user, building). A plain UNIQUE over all three
+        # columns never fires, because one of them is always NULL.
+        Index(
+            "uq_manager_scopes_user_owner",
+            "user_id",
+            "owner_id",
+            unique=True,
+            postgresql_where=text("owner_id IS NOT NULL"),
+            sqlite_where=text("owner_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_manager_scopes_user_building",
+            "user_id",
+            "building_id",
+            unique=True,
+            postgresql_where=text("building_id IS NOT NULL"),
+            sqlite_where=text("building_id IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=64)

@@ -129,6 +129,17 @@ class MqttRelay:
         finally:
             self._pending.pop(command.command_id, None)
 
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained with QoS 1 (gateway modes); raise
+        BrokerUnavailableError when it cannot be handed to the broker."""
+        client = self._client
+        if client is None or not self.connected:
+            raise BrokerUnavailableError("not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1, retain=True, timeout=5.0)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailableError(f"publish failed: {exc}") from exc
+
     # Session
     async def _run(self) -> None:
         backoff = 0.2

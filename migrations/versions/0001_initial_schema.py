@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 12:30:40.198768
+Create Date: 2026-11-25 12:47:52.905654
 """
 
 from collections.abc import Sequence
@@ -229,10 +229,23 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_manager_scopes_user_id_users")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_manager_scopes")),
-        sa.UniqueConstraint("user_id", "owner_id", "building_id", name="uq_manager_scope"),
     )
     with op.batch_alter_table("manager_scopes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_manager_scopes_user_id"), ["user_id"], unique=False)
+        batch_op.create_index(
+            "uq_manager_scopes_user_building",
+            ["user_id", "building_id"],
+            unique=True,
+            postgresql_where=sa.text("building_id IS NOT NULL"),
+            sqlite_where=sa.text("building_id IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "uq_manager_scopes_user_owner",
+            ["user_id", "owner_id"],
+            unique=True,
+            postgresql_where=sa.text("owner_id IS NOT NULL"),
+            sqlite_where=sa.text("owner_id IS NOT NULL"),
+        )
 
     op.create_table(
         "doors",
@@ -378,6 +391,16 @@ def downgrade() -> None:
 
     op.drop_table("doors")
     with op.batch_alter_table("manager_scopes", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_manager_scopes_user_owner",
+            postgresql_where=sa.text("owner_id IS NOT NULL"),
+            sqlite_where=sa.text("owner_id IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "uq_manager_scopes_user_building",
+            postgresql_where=sa.text("building_id IS NOT NULL"),
+            sqlite_where=sa.text("building_id IS NOT NULL"),
+        )
         batch_op.drop_index(batch_op.f("ix_manager_scopes_user_id"))
 
     op.drop_table("manager_scopes")

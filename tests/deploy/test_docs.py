@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from api.settings import Settings
-from citykey_protocol import claims, codes, messages, topics
+from citykey_protocol import claims, codes, messages, modes, topics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -18,7 +18,16 @@ def protocol() -> str:
     return (DOCS / "protocol.md").read_text()
 
 
-@pytest.mark.parametrize("enum", [codes.AckResult, codes.TokenRejection, codes.DeviceFault])
+@pytest.mark.parametrize(
+    "enum",
+    [
+        codes.AckResult,
+        codes.TokenRejection,
+        codes.DeviceFault,
+        codes.CommandRefusal,
+        codes.ModeRejection,
+    ],
+)
 def test_protocol_doc_names_every_code(protocol: str, enum: type[StrEnum]) -> None:
     missing = [code.value for code in enum if f"`{code.value}`" not in protocol]
     assert missing == [], f"docs/protocol.md does not mention {enum.__name__} {missing}"
@@ -33,6 +42,8 @@ def test_protocol_doc_names_every_code(protocol: str, enum: type[StrEnum]) -> No
         messages.GatewayEvent,
         claims.TokenHeader,
         claims.UnlockClaims,
+        modes.ModeClaims,
+        modes.DoorHold,
     ],
 )
 def test_protocol_doc_explains_every_field(protocol: str, struct: type[msgspec.Struct]) -> None:
@@ -42,7 +53,14 @@ def test_protocol_doc_explains_every_field(protocol: str, struct: type[msgspec.S
 
 def test_protocol_doc_names_every_topic(protocol: str) -> None:
     gateway = topics.GatewayTopics("GATEWAY")
-    for topic in (gateway.commands, gateway.ack("INSTANCE"), gateway.events, gateway.status):
+    named = (
+        gateway.commands,
+        gateway.ack("INSTANCE"),
+        gateway.events,
+        gateway.status,
+        gateway.mode,
+    )
+    for topic in named:
         documented = topic.replace("GATEWAY", "<gateway>").replace("INSTANCE", "<instance>")
         assert f"`{documented}`" in protocol, documented
     assert f"`{topics.KEYSET_TOPIC}`" in protocol

@@ -357,3 +357,17 @@ def test_key_set_goes_from_api_to_gateways_only(clients: dict[str, Client]) -> N
     assert _granted(other.subscribe(keys))
     assert other.next_message() == (keys, b'{"keys":[]}')  # retained
     api.publish(keys, b"", retain=True)
+
+
+def test_mode_goes_from_api_to_its_gateway_only(clients: dict[str, Client]) -> None:
+    api, gateway, other = clients[API_USER], clients[GATEWAY_A], clients[GATEWAY_B]
+    own, foreign = f"citykey/v1/gw/{GATEWAY_A}/mode", f"citykey/v1/gw/{GATEWAY_B}/mode"
+    assert _granted(gateway.subscribe(own))
+    gateway.subscribe(foreign)
+    other.publish(own, b"forged-by-another-gateway", retain=True)
+    gateway.publish(own, b"forged-by-itself", retain=True)
+    api.publish(foreign, b"for-b", retain=True)
+    api.publish(own, b"signed-mode", retain=True)
+    assert [gateway.next_message(), *gateway.drain()] == [(own, b"signed-mode")]
+    api.publish(own, b"", retain=True)
+    api.publish(foreign, b"", retain=True)
