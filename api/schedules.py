@@ -59,14 +59,28 @@ class Schedule(BaseModel):
         return cls(weekly=[TimeRange(weekday=d, start=start, end=end) for d in range(7)])
 
 
-def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
-    """The UTC instant of wall-clock ``day at`` in ``zone`` (gap times move forward)."""
-    naive = datetime.combine(day, at)
+def _exists(naive: datetime, zone: ZoneInfo) -> bool:
+    """False for a wall time inside a spring-forward gap (it does not round-trip)."""
     aware = naive.replace(tzinfo=zone)
-    # A wall time inside a spring-forward gap does not round-trip; take the gap's end.
-    if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
-        aware = (naive + timedelta(hours=1)).replace(tzinfo=zone)
-    return aware.astimezone(UTC)
+    return aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
+
+
+def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """The UTC instant of wall-clock ``day at`` in ``zone``.
+
+    A wall time inside a spring-forward gap becomes the end of the gap (02:30 on the night
+    Europe/Oslo skips 02:00-03:00 becomes 03:00). A repeated wall time (autumn) is its first
+    occurrence.
+    """
+    naive = datetime.combine(day, at)
+    if not _exists(naive, zone):
+        # Gaps are whole minutes and at most a few hours: walk to the first existing minute.
+        naive = naive.replace(second=0, microsecond=0)
+        for _ in range(24 * 60):
+            naive += timedelta(minutes=1)
+            if _exists(naive, zone):
+                break
+    return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
 def _intervals_starting_on(

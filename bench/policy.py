@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -130,10 +131,10 @@ async def seed(dsn: str, citizens: int, doors: int, grants: int, rng: random.Ran
             columns=["group_id", "user_id", "added_at"],
         )
 
-        def grant_rows():  # type: ignore[no-untyped-def]
+        def grant_rows() -> Iterator[tuple[object, ...]]:
             for i in range(grants):
                 roll = rng.random()
-                user = f"u{rng.randrange(citizens)}"
+                user: str | None = f"u{rng.randrange(citizens)}"
                 group = None
                 if roll < 0.01:  # a few group grants, each reaching ~50 members
                     user, group = None, f"grp{rng.randrange(groups)}"

@@ -95,15 +95,17 @@ class _RuleVerdict:
     next_window: datetime | None = None
 
 
-def _evaluate(
+_DEAD = frozenset({DenyReason.REVOKED, DenyReason.EXPIRED, DenyReason.USES_EXHAUSTED})
+"""Parent states that end a share for good: it dies with its original."""
+
+_SHARE_SEARCH_STEPS = 16
+"""How many times the next window of a share is moved forward to meet its parent's."""
+
+
+def _evaluate_own(
     rule: AccessRule, now: datetime, zone: ZoneInfo, holidays: frozenset[date]
 ) -> _RuleVerdict:
-    if rule.parent is not None:
-        parent = _evaluate(rule.parent, now, zone, holidays)
-        if parent.reason in (DenyReason.REVOKED, DenyReason.EXPIRED, DenyReason.USES_EXHAUSTED):
-            return _RuleVerdict(DenyReason.REVOKED)  # the share died with its original
-        if parent.reason is not None:
-            return parent
+    """The rule on its own, ignoring any parent."""
     if rule.revoked_at is not None and rule.revoked_at <= now:
         return _RuleVerdict(DenyReason.REVOKED)
     if not rule.eligible:
@@ -117,19 +119,54 @@ def _evaluate(
         if not_yet:
             return _RuleVerdict(DenyReason.NOT_YET_VALID, rule.valid_from)
         return _RuleVerdict(None)
-    is_open, holiday, upcoming = schedule_state(
-        rule.schedule,
-        now,
-        zone,
-        holidays if rule.respect_holidays else frozenset(),
-        not_before=rule.valid_from,
-        not_after=rule.valid_until,
-    )
+    active_holidays = holidays if rule.respect_holidays else frozenset()
     if not_yet:
+        assert rule.valid_from is not None
+        # The first opening at or after the start of validity, not "now".
+        _, _, upcoming = schedule_state(
+            rule.schedule, rule.valid_from, zone, active_holidays, not_after=rule.valid_until
+        )
         return _RuleVerdict(DenyReason.NOT_YET_VALID, upcoming)
+    is_open, holiday, upcoming = schedule_state(
+        rule.schedule, now, zone, active_holidays, not_after=rule.valid_until
+    )
     if is_open:
         return _RuleVerdict(None)
     return _RuleVerdict(DenyReason.HOLIDAY if holiday else DenyReason.OUTSIDE_SCHEDULE, upcoming)
+
+
+def _evaluate(
+    rule: AccessRule, now: datetime, zone: ZoneInfo, holidays: frozenset[date]
+) -> _RuleVerdict:
+    """The rule at ``now``; a share also needs its parent, now and at its next window."""
+    if rule.parent is None:
+        return _evaluate_own(rule, now, zone, holidays)
+    parent_now = _evaluate(rule.parent, now, zone, holidays)
+    if parent_now.reason in _DEAD:
+        return _RuleVerdict(DenyReason.REVOKED)
+    own_now = _evaluate_own(rule, now, zone, holidays)
+    reason = own_now.reason or parent_now.reason
+    if reason is None:
+        return _RuleVerdict(None)
+    # The next window is the first instant both the share and its parent allow: move the
+    # candidate forward to whichever of the two opens later until they agree.
+    candidate = now
+    own, parent = own_now, parent_now
+    for _ in range(_SHARE_SEARCH_STEPS):
+        if own.reason is None and parent.reason is None:
+            return _RuleVerdict(reason, candidate)
+        later = [v.next_window for v in (own, parent) if v.reason is not None]
+        if any(t is None for t in later):
+            break
+        step = max(t for t in later if t is not None)
+        if step <= candidate:
+            break
+        candidate = step
+        own = _evaluate_own(rule, candidate, zone, holidays)
+        parent = _evaluate(rule.parent, candidate, zone, holidays)
+        if parent.reason in _DEAD or own.reason in _DEAD:
+            break
+    return _RuleVerdict(reason, None)
 
 
 def decide(door: DoorFacts, rules: Sequence[AccessRule], now: datetime) -> Decision:
