@@ -31,3 +31,7 @@ class AuditEvent(SQLModel, table=True):
     result: str | None = Field(default=None, max_length=32)
     latency_ms: float | None = Field(default=None)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str | None = Field(default=None, max_length=64)
+    """Hash of the record before this one in the chain (tamper evidence)."""
+    hash: str | None = Field(default=None, max_length=64, index=True)
+    """SHA-256 over prev_hash and this record's content; None until the record is sealed."""

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 from api.common import timestamp_field, utcnow
@@ -19,4 +20,10 @@ class Gateway(SQLModel, table=True):
     mode_version: int = Field(default=0)
     """The building mode version (lockdown) this gateway last acknowledged."""
     mode_acked_at: datetime | None = timestamp_field(nullable=True, default=None)
+    last_seq: int = Field(default=0, sa_type=BigInteger)
+    """Highest event sequence number stored with no gap below it."""
+    clock_offset_s: float | None = Field(default=None)
+    """Gateway clock minus API clock, from its last heartbeat."""
+    revocations_version: int = Field(default=0, sa_type=BigInteger)
+    """The offline revocation list version this gateway last acknowledged."""
     created_at: datetime = timestamp_field(default_factory=utcnow)

@@ -1,0 +1,1 @@
+"""Gateway events: the journal each gateway delivers, stored once per (gateway, sequence)."""
