@@ -4,7 +4,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 # Named constraints, so that later migrations (SQLite batch mode above all) can address them.
@@ -32,10 +33,32 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp stored as UTC on every database.
+
+    PostgreSQL's timestamptz converts by itself, but SQLite stores the wall time and drops
+    the offset: 18:00+01:00 would come back as 18:00 UTC, an hour off. Converting to UTC
+    before binding, and marking results as UTC, makes both databases agree.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: citykey stores only timezone-aware timestamps")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+
 def timestamp_field(*, nullable: bool = False, index: bool = False, **kwargs: Any) -> Any:
     """A timezone-aware timestamp column."""
     return Field(
-        sa_type=DateTime(timezone=True),
+        sa_type=UTCDateTime,
         nullable=nullable,
         index=index,
         **kwargs,

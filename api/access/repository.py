@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -21,11 +21,18 @@ class AccessRepository:
         self._session = session
 
     def _user_grants(self, user_id: str) -> Select[Grant, Grant]:
-        memberships = select(col(GroupMember.group_id)).where(col(GroupMember.user_id) == user_id)
+        # A UNION of two indexed lookups, not "user_id = :u OR group_id IN (...)": with the OR
+        # PostgreSQL scans every grant (150 ms at 1M grants instead of well under 1 ms).
+        own = select(col(Grant.id)).where(col(Grant.user_id) == user_id)
+        via_groups = (
+            select(col(Grant.id))
+            .join(GroupMember, col(GroupMember.group_id) == col(Grant.group_id))
+            .where(col(GroupMember.user_id) == user_id)
+        )
         return (
             select(Grant, ParentGrant)
             .outerjoin(ParentGrant, col(ParentGrant.id) == col(Grant.parent_grant_id))
-            .where(or_(col(Grant.user_id) == user_id, col(Grant.group_id).in_(memberships)))
+            .where(col(Grant.id).in_(union_all(own, via_groups)))
         )
 
     async def all_grants(self, user_id: str) -> Sequence[tuple[Grant, Grant | None]]:
