@@ -9,9 +9,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import policy
-from api.access.facts import DoorRow, load_access_facts
+from api.access.facts import BuildingRow, DoorRow, load_access_facts, load_my_facts
 from api.access.repository import AccessRepository
-from api.buildings.models import Building, Door
 from api.common import as_utc
 from api.identity.models import User
 from api.schedules import Schedule
@@ -19,8 +18,8 @@ from api.schedules import Schedule
 
 @dataclass(frozen=True, slots=True)
 class DoorAccess:
-    door: Door
-    building: Building
+    door: DoorRow
+    building: BuildingRow
     decision: policy.Decision
 
 
@@ -107,16 +106,6 @@ def rule_from_public_access(
     )
 
 
-def door_facts(door: Door, building: Building, holidays: Iterable[date]) -> policy.DoorFacts:
-    return policy.DoorFacts(
-        door_id=door.id,
-        timezone=building.timezone,
-        enabled=door.enabled,
-        lockdown=building.lockdown_since is not None,
-        holidays=frozenset(holidays),
-    )
-
-
 class AccessService:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -144,28 +133,32 @@ class AccessService:
         return door, policy.decide(door_facts, rules, now)
 
     async def my_doors(self, user: User, now: datetime) -> list[DoorAccess]:
-        """Every door the user has any rule for, each with its decision at ``now``."""
-        grants = await self.repository.all_grants(user.id)
-        public = await self.repository.all_public_access()
-        door_ids = {g.door_id for g, _ in grants if g.door_id} | {r.door_id for r in public}
-        building_ids = {g.building_id for g, _ in grants if g.building_id}
-        doors = await self.repository.doors(sorted(door_ids), sorted(building_ids))
-        start, end = self.repository.horizon(now)
-        holidays = await self.repository.holidays(sorted({b.id for _, b in doors}), start, end)
-        group_ids = await self.repository.group_ids(user.id) if public else set()
+        """Every door the user has any rule for, each with its decision at ``now``, ordered
+        by building and door name. One database round trip; each rule is built once."""
+        first_day, last_day = self.repository.horizon(now)
+        facts = await load_my_facts(self._session, user.id, first_day, last_day)
         today = now.date()
+        door_rules: dict[str, list[policy.AccessRule]] = {}
+        building_rules: dict[str, list[policy.AccessRule]] = {}
+        for grant in facts.grants:
+            rule = rule_from_grant(grant, grant.parent)
+            if grant.door_id is not None:
+                door_rules.setdefault(grant.door_id, []).append(rule)
+            elif grant.building_id is not None:
+                building_rules.setdefault(grant.building_id, []).append(rule)
+        for public in facts.public:
+            door_rules.setdefault(public.door_id, []).append(
+                rule_from_public_access(public, user, facts.group_ids, today)
+            )
         results: list[DoorAccess] = []
-        for door, building in doors:
-            rules = [
-                rule_from_grant(g, p)
-                for g, p in grants
-                if g.door_id == door.id or g.building_id == building.id
-            ]
-            rules += [
-                rule_from_public_access(r, user, group_ids, today)
-                for r in public
-                if r.door_id == door.id
-            ]
-            facts = door_facts(door, building, holidays.get(building.id, ()))
-            results.append(DoorAccess(door, building, policy.decide(facts, rules, now)))
+        for door, building in sorted(facts.doors, key=lambda d: (d[1].name, d[0].name, d[0].id)):
+            rules = building_rules.get(building.id, []) + door_rules.get(door.id, [])
+            door_facts = policy.DoorFacts(
+                door_id=door.id,
+                timezone=door.timezone,
+                enabled=door.enabled,
+                lockdown=door.lockdown,
+                holidays=facts.holidays.get(building.id, frozenset()),
+            )
+            results.append(DoorAccess(door, building, policy.decide(door_facts, rules, now)))
         return results
