@@ -50,7 +50,15 @@ class PassageScheduleRequest(BaseModel):
     gateway holds the door unlocked; holidays and closed dates suppress the weekly ranges.
     ``null`` removes passage mode from the door."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"schedule": {"weekly": [{"weekday": 0, "start": "08:00", "end": "16:00"}]}},
+                {"schedule": None},
+            ]
+        },
+    )
 
     schedule: Schedule | None
 

@@ -17,7 +17,13 @@ DoorId = Annotated[str, Path(min_length=1, max_length=64, examples=["door_3f9c2a
 class UnlockRequest(BaseModel):
     """Optional body. Without it the door opens for its default time."""
 
-    seconds: int | None = Field(default=None, ge=1, le=3600, description="How long to unlock")
+    seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="How long to unlock; at most the door's default",
+        examples=[5],
+    )
 
 
 class UnlockResponse(BaseModel):
