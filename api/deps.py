@@ -21,7 +21,7 @@ from api.state import AppState
 from api.unlock.service import UnlockService
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.citykey
     return state
 
@@ -29,7 +29,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -47,14 +47,14 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_keyring(state: StateDep) -> KeyRing:
+async def get_keyring(state: StateDep) -> KeyRing:
     return state.keyring
 
 
 KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 
 
-def get_relay(state: StateDep) -> MqttRelay:
+async def get_relay(state: StateDep) -> MqttRelay:
     return state.relay
 
 
@@ -97,7 +97,7 @@ async def get_scope(session: SessionDep, user: CurrentUser) -> Scope:
 ManagerScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
-def get_unlock_service(state: StateDep, session: SessionDep) -> UnlockService:
+async def get_unlock_service(state: StateDep, session: SessionDep) -> UnlockService:
     return UnlockService(session, state.relay, state.minter, state.settings.unlock_timeout_s)
 
 

@@ -24,7 +24,7 @@ GrantId = Annotated[str, Path(min_length=1, max_length=64, examples=["grt_0c1d2e
 FilterId = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
-def get_grants_service(session: SessionDep) -> GrantsService:
+async def get_grants_service(session: SessionDep) -> GrantsService:
     return GrantsService(session)
 
 

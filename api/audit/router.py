@@ -30,7 +30,7 @@ CSV_BATCH = 500
 Id = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
-def audit_filter(
+async def audit_filter(
     door_id: Id = None,
     building_id: Id = None,
     actor: Annotated[

@@ -94,14 +94,14 @@ async def get_booking_client(
 BookingClientDep = Annotated[BookingClient, Depends(get_booking_client)]
 
 
-def get_booking_service(session: SessionDep, client: BookingClientDep) -> BookingService:
+async def get_booking_service(session: SessionDep, client: BookingClientDep) -> BookingService:
     return BookingService(session, client)
 
 
 BookingServiceDep = Annotated[BookingService, Depends(get_booking_service)]
 
 
-def get_client_service(session: SessionDep) -> BookingClientService:
+async def get_client_service(session: SessionDep) -> BookingClientService:
     return BookingClientService(session)
 
 

@@ -31,11 +31,11 @@ DoorId = Annotated[str, Path(min_length=1, max_length=64, examples=["grunerlokka
 HolidayId = Annotated[str, Path(min_length=1, max_length=64, examples=["hol_0f1e2d3c4b5a6978"])]
 
 
-def get_building_service(session: SessionDep) -> BuildingService:
+async def get_building_service(session: SessionDep) -> BuildingService:
     return BuildingService(session)
 
 
-def get_door_service(session: SessionDep, relay: RelayDep) -> DoorService:
+async def get_door_service(session: SessionDep, relay: RelayDep) -> DoorService:
     return DoorService(session, relay)
 
 

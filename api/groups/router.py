@@ -16,7 +16,7 @@ GroupId = Annotated[str, Path(min_length=1, max_length=64, examples=["grp_8b1e0c
 UserId = Annotated[str, Path(min_length=1, max_length=64, examples=["u_3f9c2a7be01d4c55"])]
 
 
-def get_group_service(session: SessionDep) -> GroupService:
+async def get_group_service(session: SessionDep) -> GroupService:
     return GroupService(session)
 
 

@@ -24,7 +24,7 @@ from api.me.service import MAX_ATTEMPTS, MeService
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
 
-def get_me_service(session: SessionDep) -> MeService:
+async def get_me_service(session: SessionDep) -> MeService:
     return MeService(session)
 
 

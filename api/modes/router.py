@@ -21,7 +21,7 @@ BuildingId = Annotated[str, Path(min_length=1, max_length=64, examples=["bld_9a8
 DoorId = Annotated[str, Path(min_length=1, max_length=64, examples=["grunerlokka-main"])]
 
 
-def get_mode_service(state: StateDep, session: SessionDep) -> ModeService:
+async def get_mode_service(state: StateDep, session: SessionDep) -> ModeService:
     publisher = ModePublisher(state.relay, state.keyring, state.settings.issuer)
     return ModeService(session, publisher, state.relay)
 

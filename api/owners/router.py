@@ -29,7 +29,7 @@ BuildingId = Annotated[str, Path(min_length=1, max_length=64, examples=["bld_9a8
 UserId = Annotated[str, Path(min_length=1, max_length=64, examples=["u_manager_demo"])]
 
 
-def get_owner_service(session: SessionDep) -> OwnerService:
+async def get_owner_service(session: SessionDep) -> OwnerService:
     return OwnerService(session)
 
 

@@ -16,7 +16,7 @@ DoorId = Annotated[str, Path(min_length=1, max_length=64, examples=["door_3f9c2a
 RuleId = Annotated[str, Path(min_length=1, max_length=64, examples=["pub_4e5f6a7b8c9d0e1f"])]
 
 
-def get_public_access_service(session: SessionDep) -> PublicAccessService:
+async def get_public_access_service(session: SessionDep) -> PublicAccessService:
     return PublicAccessService(session)
 
 
