@@ -169,7 +169,23 @@ def _evaluate(
     return _RuleVerdict(reason, None)
 
 
-def decide(door: DoorFacts, rules: Sequence[AccessRule], now: datetime) -> Decision:
+class VerdictCache:
+    """Verdicts of rules already evaluated at one instant for one building (same timezone and
+    holidays), so a building-wide rule is evaluated once, not once per door of the building.
+    Create one per (building, instant); sharing one across buildings would be wrong."""
+
+    __slots__ = ("_verdicts",)
+
+    def __init__(self) -> None:
+        self._verdicts: dict[str, _RuleVerdict] = {}
+
+
+def decide(
+    door: DoorFacts,
+    rules: Sequence[AccessRule],
+    now: datetime,
+    cache: VerdictCache | None = None,
+) -> Decision:
     """Allow when any rule is live at ``now``; otherwise the most helpful reason and the next
     window. Door state (disabled, lockdown) overrides every rule."""
     if not door.enabled:
@@ -182,7 +198,11 @@ def decide(door: DoorFacts, rules: Sequence[AccessRule], now: datetime) -> Decis
     reasons: set[DenyReason] = set()
     windows: list[datetime | None] = []
     for rule in rules:
-        verdict = _evaluate(rule, now, zone, door.holidays)
+        verdict = cache._verdicts.get(rule.id) if cache is not None else None
+        if verdict is None:
+            verdict = _evaluate(rule, now, zone, door.holidays)
+            if cache is not None:
+                cache._verdicts[rule.id] = verdict
         if verdict.reason is None:
             return Decision(
                 True, rule_id=rule.id, rule_kind=rule.kind, limited=rule.max_uses is not None

@@ -151,6 +151,7 @@ class AccessService:
                 rule_from_public_access(public, user, facts.group_ids, today)
             )
         results: list[DoorAccess] = []
+        caches: dict[str, policy.VerdictCache] = {}
         for door, building in sorted(facts.doors, key=lambda d: (d[1].name, d[0].name, d[0].id)):
             rules = building_rules.get(building.id, []) + door_rules.get(door.id, [])
             door_facts = policy.DoorFacts(
@@ -160,5 +161,7 @@ class AccessService:
                 lockdown=door.lockdown,
                 holidays=facts.holidays.get(building.id, frozenset()),
             )
-            results.append(DoorAccess(door, building, policy.decide(door_facts, rules, now)))
+            cache = caches.setdefault(building.id, policy.VerdictCache())
+            decision = policy.decide(door_facts, rules, now, cache)
+            results.append(DoorAccess(door, building, decision))
         return results
