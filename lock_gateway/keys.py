@@ -1,10 +1,17 @@
-"""The gateway's set of trusted public keys (from the API's JWKS), cached on disk so the
-gateway starts and keeps opening doors while the API is unreachable."""
+"""The gateway's set of trusted public keys, cached on disk so the gateway starts and keeps
+opening doors while the API is unreachable.
+
+Where the keys come from: on the very first boot (no cache yet) from the API's JWKS over HTTPS
+(trust on first use); from then on only from signed key sets that a key already trusted vouches
+for (lock_gateway/keyset.py), each of which replaces the cache. A restart trusts the cache.
+"""
 
 import base64
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,10 +62,27 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, ec.EllipticCurvePublicK
 
 
 class KeySet:
-    """Trusted verification keys by kid. Replaced whole, never edited in place."""
+    """Trusted verification keys by kid, and the signed key set they came from.
 
-    def __init__(self, keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None) -> None:
+    Replaced whole, never edited in place. One KeySet is shared by the token validator, the
+    mode verifier and the key-set controller (and by every gateway of a simulated fleet).
+    ``replace`` rebinds the dict in one assignment and the validator looks a key up once per
+    token (``get``) and keeps what it got, so a validation in progress uses the old set or the
+    new one, never a mix; nothing awaits between the look-up and the signature check.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
+        *,
+        version: int = 0,
+        token: str | None = None,
+    ) -> None:
         self._keys: dict[str, ec.EllipticCurvePublicKey] = dict(keys or {})
+        self.version = version
+        """``ver`` of the signed key set these keys came from; 0: a plain JWKS (first boot)."""
+        self.token = token
+        """That signed key set (compact JWS), or None."""
 
     def get(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         return self._keys.get(kid)
@@ -66,8 +90,17 @@ class KeySet:
     def kids(self) -> list[str]:
         return sorted(self._keys)
 
-    def replace(self, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> None:
+    def replace(
+        self,
+        keys: Mapping[str, ec.EllipticCurvePublicKey],
+        *,
+        version: int | None = None,
+        token: str | None = None,
+    ) -> None:
         self._keys = dict(keys)
+        if version is not None:
+            self.version = version
+            self.token = token
 
     @classmethod
     def from_jwks(cls, document: Mapping[str, Any]) -> "KeySet":
@@ -75,7 +108,10 @@ class KeySet:
 
 
 def load_cached_jwks(path: Path) -> dict[str, Any] | None:
-    """The cached JWKS document, or None when there is none (or it is unreadable)."""
+    """The cached JWKS document, or None when there is none (or it is unreadable).
+
+    A cache written after a signed key set was accepted also carries ``keyset_version`` and
+    ``keyset`` (the JWS) beside ``keys``; see load_cached_keys."""
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
@@ -86,12 +122,41 @@ def load_cached_jwks(path: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
+def load_cached_keys(path: Path) -> KeySet | None:
+    """The cached keys with the version of the signed set they came from (0 when the cache is
+    a plain JWKS); None when there is no usable cache."""
+    document = load_cached_jwks(path)
+    if document is None:
+        return None
+    try:
+        keys = parse_jwks(document)
+    except KeySetError as exc:
+        log.error("key cache %s unusable: %s", path, exc)
+        return None
+    if not keys:
+        return None
+    version = document.get("keyset_version", 0)
+    token = document.get("keyset")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        version = 0
+    return KeySet(keys, version=version, token=token if isinstance(token, str) else None)
+
+
 def save_cached_jwks(path: Path, document: Mapping[str, Any]) -> None:
-    """Write the JWKS atomically (write + rename), so a crash never leaves half a file."""
+    """Write the JWKS atomically and durably (unique temporary file, fsync, rename), so a
+    crash never leaves half a file and two writers never share a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document))
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
 
 
 def fetch_jwks(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -106,3 +171,27 @@ def fetch_jwks(url: str, timeout: float = 5.0) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise KeySetError("JWKS is not a JSON object")
     return document
+
+
+def load_trusted_keys(jwks_url: str | None, key_cache: Path | None) -> KeySet:
+    """The keys a starting gateway trusts: its cache when it has one (what it accepted
+    before, however the API answers now); on the first boot the API's JWKS, fetched and then
+    cached (trust on first use: use an https URL); else an empty set."""
+    if key_cache is not None:
+        cached = load_cached_keys(key_cache)
+        if cached is not None:
+            log.info("trusting cached keys %s (key set v%d)", cached.kids(), cached.version)
+            return cached
+    if jwks_url:
+        if not jwks_url.startswith("https://"):
+            log.warning("first boot trusts keys fetched over plain http: %s", jwks_url)
+        try:
+            document = fetch_jwks(jwks_url)
+        except KeySetError as exc:
+            log.warning("no key cache and the JWKS fetch failed: %s", exc)
+            return KeySet()
+        keys = KeySet.from_jwks(document)
+        if key_cache is not None and keys.kids():
+            save_cached_jwks(key_cache, {"keys": document.get("keys", [])})
+        return keys
+    return KeySet()
