@@ -7,7 +7,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -19,6 +19,31 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage the unlock-token signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="Records per query")] = 1000,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(help="ID:HASH of a head printed earlier; the record must be unchanged"),
+    ] = None,
+) -> None:
+    """Walk the audit hash chain (CITYKEY_DATABASE_URL) in id order; exit 1 when it is broken,
+    naming the first broken record."""
+    from api.audit.chain import parse_anchor, report, verify_database
+
+    try:
+        anchors = [parse_anchor(value) for value in anchor or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--anchor") from None
+    result = asyncio.run(verify_database(Settings().database_url, batch=batch, anchors=anchors))
+    for line in report(result):
+        typer.echo(line)
+    if not result.intact:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -58,6 +83,140 @@ def keys_init() -> None:
     settings = Settings()
     ring = KeyRing.initialize(settings.key_dir)
     typer.echo(f"created key ring in {settings.key_dir} with active key {ring.active.kid}")
+
+
+# Key rotation (docs/operations.md, "Rotating the signing keys"); the steps live in
+# api/keys/rotation.py. Running APIs notice a ring change within a second (or on SIGHUP).
+_Force = Annotated[
+    bool, typer.Option("--force", help="Skip the check of what the gateways acknowledged")
+]
+_Lifetime = Annotated[
+    float | None,
+    typer.Option(help="Longest life of a token the key signed, s (default: from the settings)"),
+]
+
+
+def _longest_token_life(settings: Settings) -> float:
+    """The longest a token signed by the ring can live: unlock tokens and offline tokens."""
+    return float(max(settings.token_lifetime_s, settings.offline_token_lifetime_s))
+
+
+def _keys_step(step: Any) -> None:
+    from api.keys.fleet import FleetUnavailableError
+    from api.keys.keyring import KeyRingError
+
+    try:
+        asyncio.run(step)
+    except (KeyRingError, FleetUnavailableError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _fleet_check(settings: Settings, force: bool, wait_s: float) -> Any:
+    from api.keys.rotation import FleetCheck
+
+    return None if force else FleetCheck(settings.broker, wait_s=wait_s)
+
+
+@keys_app.command("status")
+def keys_status(
+    fleet: Annotated[bool, typer.Option(help="Also ask the broker which set gateways hold")] = True,
+) -> None:
+    """Show the key ring (states, when each key may retire) and the gateways' key sets."""
+    from api.keys.fleet import FleetUnavailableError, describe, fleet_snapshot
+    from api.keys.rotation import ring_report
+
+    settings = Settings()
+
+    async def show() -> None:
+        typer.echo(ring_report(settings.key_dir, _longest_token_life(settings)))
+        if not fleet:
+            return
+        try:
+            snapshot = await fleet_snapshot(settings.broker)
+        except FleetUnavailableError as exc:
+            typer.echo(f"gateways: unknown ({exc})")
+            return
+        members = sorted(snapshot.values(), key=lambda m: m.gateway_id)
+        typer.echo(f"gateways: {describe(members, limit=200) or 'none known'}")
+
+    _keys_step(show())
+
+
+@keys_app.command("add-next")
+def keys_add_next() -> None:
+    """Add a new key as next: published to gateways from now on, signing nothing yet."""
+    from api.keys.keyring import add_next
+
+    async def step() -> None:
+        entry = add_next(Settings().key_dir)
+        typer.echo(f"key {entry.kid} added as next (key set v{entry.published_generation})")
+
+    _keys_step(step())
+
+
+@keys_app.command("activate")
+def keys_activate(
+    force: _Force = False,
+    wait: Annotated[float, typer.Option(help="Wait up to this many s for gateways")] = 0.0,
+) -> None:
+    """Make the next key active (the old one retiring) once the online gateways trust it."""
+    from api.keys.rotation import activate_checked
+
+    settings = Settings()
+    _keys_step(activate_checked(settings.key_dir, _fleet_check(settings, force, wait), typer.echo))
+
+
+@keys_app.command("retire")
+def keys_retire(
+    force: _Force = False,
+    wait: Annotated[float, typer.Option(help="Wait up to this many s for gateways")] = 0.0,
+    max_token_lifetime: _Lifetime = None,
+) -> None:
+    """Retire the retiring keys whose last token has expired, once every gateway trusts
+    their successors."""
+    from api.keys.rotation import retire_checked
+
+    settings = Settings()
+    lifetime = max_token_lifetime or _longest_token_life(settings)
+    _keys_step(
+        retire_checked(
+            settings.key_dir,
+            _fleet_check(settings, force, wait),
+            typer.echo,
+            max_token_lifetime_s=lifetime,
+        )
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    publish_timeout: Annotated[
+        float, typer.Option(help="Wait up to this many s for gateways to trust the next key")
+    ] = 300.0,
+    retire: Annotated[
+        bool, typer.Option(help="Then wait for the old key's last token and retire it")
+    ] = True,
+    retire_timeout: Annotated[
+        float, typer.Option(help="Wait up to this many s for every gateway before retiring")
+    ] = 600.0,
+    force: _Force = False,
+    max_token_lifetime: _Lifetime = None,
+) -> None:
+    """add-next, activate once the gateways trust the new key, then retire the old key."""
+    from api.keys.rotation import rotate
+
+    settings = Settings()
+    _keys_step(
+        rotate(
+            settings.key_dir,
+            typer.echo,
+            publish_check=_fleet_check(settings, force, publish_timeout),
+            retire_check=_fleet_check(settings, force, retire_timeout),
+            retire_keys=retire,
+            max_token_lifetime_s=max_token_lifetime or _longest_token_life(settings),
+        )
+    )
 
 
 @app.command()

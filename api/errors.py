@@ -10,7 +10,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.db import DATABASE_ERROR_TYPES, is_database_unavailable
+
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_S = "1"
+"""Retry-After of a 503 database_unavailable: the pool reconnects by itself on the next try."""
 
 
 class ApiError(Exception):
@@ -95,3 +100,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(_body("internal_error", "internal error"), 500)
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # The database is unreachable or did not answer in time: a clear, retryable 503, never
+        # a hang and never a 500. Anything else of these types is a bug and stays a 500.
+        if not is_database_unavailable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable: %r", exc)
+        return JSONResponse(
+            _body("database_unavailable", "the database is unreachable; try again shortly"),
+            503,
+            headers={"Retry-After": DATABASE_RETRY_AFTER_S},
+        )
+
+    for exc_type in DATABASE_ERROR_TYPES:
+        app.add_exception_handler(exc_type, _database)

@@ -10,10 +10,13 @@ from api import health
 from api.access import router as access_router
 from api.audit import router as audit_router
 from api.bookings import router as bookings_router
+from api.broker_accounts import broker_accounts_for
 from api.buildings import router as buildings_router
 from api.buildings.status import DoorStatusRecorder
 from api.db import create_engine, session_factory
 from api.errors import install_error_handlers
+from api.events import router as events_router
+from api.events.ingest import EventIngestor
 from api.gateways import router as gateways_router
 from api.gateways.tracker import GatewayStatusTracker
 from api.groups import router as groups_router
@@ -21,10 +24,14 @@ from api.identity import router as identity_router
 from api.identity.dev_provider import DevIdentityProvider
 from api.keys import router as keys_router
 from api.keys.keyring import KeyRing
+from api.keys.watcher import KeyRingWatcher
+from api.limits.install import door_limit, install_limits
 from api.me import router as me_router
 from api.modes import router as modes_router
 from api.modes.acks import ModeAckListener
 from api.modes.scheduler import PassageScheduler
+from api.offline import router as offline_router
+from api.offline.revocations import RevocationPublisher
 from api.owners import router as owners_router
 from api.public_access import router as public_access_router
 from api.relay.embedded_broker import EmbeddedBroker
@@ -62,8 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GatewayStatusTracker(sessions).attach(relay)
         ModeAckListener(sessions).attach(relay)
         DoorStatusRecorder(sessions).attach(relay)
+        app.state.event_ingestor = events = EventIngestor(sessions).attach(relay)
         await relay.start()
         passage = PassageScheduler(sessions, relay, keyring, settings.issuer).start()
+        # Offline tokens' revocation lists (api/offline/revocations.py); requests use it too.
+        app.state.offline_revocations = revocations = RevocationPublisher(
+            sessions, relay, keyring, settings.issuer
+        ).start()
+        # Picks up `citykey keys ...` changes without a restart; publishes the signed key set.
+        keys_watcher = KeyRingWatcher(keyring, settings.key_dir, relay, settings.issuer)
+        await keys_watcher.start()
         app.state.citykey = AppState(
             settings=settings,
             engine=engine,
@@ -73,12 +88,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             relay=relay,
             verifier=provider.verifier(),
             dev_identity=provider,
+            keys_watcher=keys_watcher,
+            broker_accounts=broker_accounts_for(settings),
         )
         try:
             yield
         finally:
+            await keys_watcher.stop()
+            await revocations.stop()
             await passage.stop()
             await relay.stop()
+            await events.stop()
             await engine.dispose()
             if broker is not None:
                 await broker.stop()
@@ -90,9 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_limits(app, settings)
     app.include_router(health.router)
     app.include_router(keys_router.router)
-    app.include_router(unlock_router.router)
+    app.include_router(unlock_router.router, **door_limit("unlock"))
+    app.include_router(offline_router.router, **door_limit("offline_token"))
     for domain in (
         me_router,
         owners_router,
@@ -104,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         modes_router,
         bookings_router,
         audit_router,
+        events_router,
     ):
         app.include_router(domain.router)
     if dev_identity:

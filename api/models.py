@@ -10,6 +10,7 @@ from api.events.models import GatewayEventGap, GatewayEventRecord
 from api.gateways.models import Gateway
 from api.groups.models import Group, GroupMember
 from api.identity.models import User
+from api.limits.models import RateLimitBucket
 from api.offline.models import OfflineToken
 from api.owners.models import ManagerScope, Owner
 from api.public_access.models import PublicAccess
@@ -35,6 +36,7 @@ __all__ = [
     "Owner",
     "PhoneVerification",
     "PublicAccess",
+    "RateLimitBucket",
     "User",
     "metadata",
 ]

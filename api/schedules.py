@@ -10,12 +10,35 @@ in Europe/Oslo) begins at the first instant after the gap.
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 SEARCH_DAYS = 15
 """How far ahead the next window is looked for (two weeks and a day covers any weekly rule)."""
+
+
+def _wall_time(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a local wall time has no UTC offset (the building's timezone applies)")
+    return value
+
+
+LocalTime = Annotated[
+    time,
+    AfterValidator(_wall_time),
+    # Not JSON Schema's "time" format: that is RFC 3339 full-time, which requires an offset.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+            "description": "Local wall time HH:MM[:SS], without offset",
+            "examples": ["08:00:00"],
+        }
+    ),
+]
+"""A wall-clock time of day in the building's timezone."""
 
 
 class TimeRange(BaseModel):
@@ -24,8 +47,8 @@ class TimeRange(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     weekday: int = Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")
-    start: time
-    end: time = Field(description="Equal to or before start: crosses midnight")
+    start: LocalTime
+    end: LocalTime = Field(description="Equal to or before start: crosses midnight")
 
 
 class OpenDay(BaseModel):
@@ -34,8 +57,8 @@ class OpenDay(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     date: date
-    start: time = time(0, 0)
-    end: time = time(0, 0)
+    start: LocalTime = time(0, 0)
+    end: LocalTime = time(0, 0)
 
 
 class Schedule(BaseModel):

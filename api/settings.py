@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.limits.clients import ProxyList
 from citykey_protocol.topics import require_segment
 from citykey_protocol.transport import BrokerAddress
 
@@ -26,12 +27,24 @@ class Settings(BaseSettings):
         description="mqtt[s]://user:password@host:port, or 'embedded' (demo only).",
     )
     embedded_broker_port: int = 1884
+    broker_admin_url: str = Field(
+        default="",
+        description="mqtt[s]://user:password@host:port of the broker's dynamic-security "
+        "administrator (api/broker_accounts/); empty: the API does not manage broker accounts.",
+    )
     key_dir: Path = Path("var/keys")
     generate_keys: bool = Field(
         default=True, description="Create a signing key when the key directory is empty (dev)."
     )
     issuer: str = "http://localhost:8000"
     token_lifetime_s: int = Field(default=30, ge=5, le=120)
+    offline_token_lifetime_s: int = Field(
+        default=900,
+        ge=60,
+        le=3600,
+        description="Longest life of an offline token (api/offline/); shorter when the access "
+        "that justifies it ends sooner. Gateways refuse more than 3600.",
+    )
     unlock_timeout_s: float = Field(default=5.0, gt=0, le=60)
     dev_identity: bool = Field(
         default=True, description="Serve the development identity provider (dev mode only)."
@@ -39,12 +52,29 @@ class Settings(BaseSettings):
     identity_audience: str = "citykey-api"
     instance_id: str = Field(default_factory=lambda: f"api-{secrets.token_hex(4)}")
     db_pool_size: int = 10
+    # Bounds on every wait on PostgreSQL (api/db.py): an unreachable database costs a request
+    # at most ping + connect (0.8 s by default) and answers 503 database_unavailable.
+    db_connect_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    db_ping_timeout_s: float = Field(default=0.3, gt=0, le=30)
+    db_pool_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    db_command_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Abuse limits (api/limits/, docs/operations.md); 0 switches the first two off.
+    unlock_rate_per_minute: int = Field(default=10, ge=0, le=1_000)
+    auth_failure_limit: int = Field(default=30, ge=0, le=1_000)
+    auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    max_body_bytes: int = Field(default=65_536, ge=1_024, le=64 * 1024 * 1024)
+    trusted_proxies: ProxyList = ""
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
         require_segment(self.instance_id, "instance id")
         if self.mqtt_url != EMBEDDED_BROKER:
             BrokerAddress.parse(self.mqtt_url)  # raises ValueError on a bad URL
+        if self.broker_admin_url:
+            if self.mqtt_url == EMBEDDED_BROKER:
+                raise ValueError("CITYKEY_BROKER_ADMIN_URL needs Mosquitto, not the demo broker")
+            if BrokerAddress.parse(self.broker_admin_url).anonymous:
+                raise ValueError("CITYKEY_BROKER_ADMIN_URL must carry user:password@")
         if self.mode == "production":
             problems = []
             if self.dev_identity:

@@ -72,3 +72,42 @@ class ModeRejection(StrEnum):
     BAD_CLAIMS = "bad_claims"
     STALE_VERSION = "stale_version"
     """Not newer than the mode the gateway holds (a replayed or reordered message)."""
+
+
+class OfflineRefusal(StrEnum):
+    """Why a gateway's local endpoint refused an offline unlock (citykey_protocol/offline.py).
+    Answered as ``{"error": {"code", "message"}}``; the HTTP status of each is in
+    citykey_protocol.offline.OFFLINE_REFUSAL_STATUS."""
+
+    MALFORMED_REQUEST = "malformed_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BAD_TOKEN = "bad_token"
+    """Not an authentic offline token: shape, header, type, key, signature, issuer, claims or
+    lifetime."""
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_GATEWAY = "wrong_gateway"
+    UNKNOWN_DOOR = "unknown_door"
+    REVOKED = "revoked"
+    """The token's id is on the gateway's revocation list."""
+    BAD_PROOF = "bad_proof"
+    KEY_MISMATCH = "key_mismatch"
+    """The proof is signed by a key other than the one the token is bound to (a copied token)."""
+    PROOF_MISMATCH = "proof_mismatch"
+    """The proof was made for another token (``ath``) or another door."""
+    STALE_PROOF = "stale_proof"
+    REPLAYED_PROOF = "replayed_proof"
+    LOCKDOWN = "lockdown"
+    LOCK_JAMMED = "lock_jammed"
+    DEVICE_ERROR = "device_error"
+    REPLAY_STORE_ERROR = "replay_store_error"
+    REVOCATIONS_UNAVAILABLE = "revocations_unavailable"
+    """The stored revocation list is unreadable: refuse every offline token until a fresh one
+    arrives (fail closed)."""
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
+    """The gateway's event journal cannot record the opening (full, or its file failed): no
+    door opens offline without a record."""
+    INTERNAL_ERROR = "internal_error"
+    """Anything unexpected (logged with the traceback); the door did not open."""

@@ -63,6 +63,17 @@ class GatewayTopics:
         """API -> gateway: the retained, signed mode message (lockdown, doors held unlocked)."""
         return f"{self.base}/mode"
 
+    @property
+    def event_acks(self) -> str:
+        """API -> gateway: which journaled events the API has stored (EventAck). QoS 1, never
+        retained."""
+        return f"{self.base}/evack"
+
+    @property
+    def revocations(self) -> str:
+        """API -> gateway: the retained, signed list of revoked offline tokens."""
+        return f"{self.base}/revocations"
+
 
 KEYSET_TOPIC = f"{ROOT}/keys"
 """API -> gateways: the retained public key set (JWKS)."""
@@ -77,7 +88,7 @@ def acks_filter(instance_id: str) -> str:
     return f"{ROOT}/gw/+/ack/{require_segment(instance_id, 'instance id')}"
 
 
-TopicKind = Literal["cmd", "ack", "event", "status", "mode"]
+TopicKind = Literal["cmd", "ack", "event", "status", "mode", "revocations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +109,6 @@ def parse_gateway_topic(topic: str) -> ParsedTopic | None:
         return None
     if kind == "ack" and len(parts) == 6:
         return ParsedTopic(gateway_id, "ack")
-    if len(parts) == 5 and kind in ("cmd", "event", "status", "mode"):
+    if len(parts) == 5 and kind in ("cmd", "event", "status", "mode", "revocations"):
         return ParsedTopic(gateway_id, kind)  # type: ignore[arg-type]
     return None

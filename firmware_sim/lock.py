@@ -22,6 +22,11 @@ class ChannelState:
     """Set while the channel is held unlocked (passage mode) until that Unix time."""
     unlock_count: int = 0
     history: list[tuple[float, str]] = field(default_factory=list)
+    held_open_handle: asyncio.TimerHandle | None = None
+    """Pending "held open" alarm: the door was opened after an unlock and is still open."""
+    held_open: bool = False
+    tampered: bool = False
+    battery_pct: int | None = None
 
 
 class SimulatedLock:
@@ -33,9 +38,13 @@ class SimulatedLock:
         *,
         actuation_delay_s: float = 0.0,
         clock: Callable[[], float] = time.time,
+        held_open_after_s: float | None = None,
     ) -> None:
         self.channels = {channel: ChannelState() for channel in channels}
         self.actuation_delay_s = actuation_delay_s
+        self.held_open_after_s = held_open_after_s
+        """A door opened after an unlock and still open this long raises ``held_open``
+        (``{"active": true}``; ``{"active": false}`` when it closes). None: never."""
         self._clock = clock
         self._listeners: list[LockEventListener] = []
 
@@ -127,7 +136,39 @@ class SimulatedLock:
         state = self.state(channel)
         state.door_open = True
         self._emit(channel, "door_opened" if not state.locked else "door_forced_open")
+        if not state.locked and self.held_open_after_s is not None:
+            if state.held_open_handle is not None:
+                state.held_open_handle.cancel()
+            state.held_open_handle = asyncio.get_running_loop().call_later(
+                self.held_open_after_s, self._held_open, channel
+            )
 
     def close_door(self, channel: int) -> None:
-        self.state(channel).door_open = False
+        state = self.state(channel)
+        state.door_open = False
+        if state.held_open_handle is not None:
+            state.held_open_handle.cancel()
+            state.held_open_handle = None
+        if state.held_open:
+            # Before door_closed, so that the last word on the door is "closed".
+            state.held_open = False
+            self._emit(channel, "held_open", active=False)
         self._emit(channel, "door_closed")
+
+    def _held_open(self, channel: int) -> None:
+        state = self.channels[channel]
+        state.held_open_handle = None
+        if state.door_open and not state.held_open:
+            state.held_open = True
+            self._emit(channel, "held_open", active=True, limit_s=self.held_open_after_s)
+
+    def tamper(self, channel: int, active: bool = True) -> None:
+        """The enclosure or reader of ``channel`` was tampered with (``active=False``: it is
+        back to normal)."""
+        self.state(channel).tampered = active
+        self._emit(channel, "tamper", active=active)
+
+    def battery(self, channel: int, pct: int) -> None:
+        """The lock on ``channel`` reports its battery level (percent)."""
+        self.state(channel).battery_pct = pct
+        self._emit(channel, "battery", pct=pct)

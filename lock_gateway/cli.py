@@ -12,22 +12,15 @@ from citykey_protocol.transport import BrokerAddress
 from lock_gateway.config import GatewayConfig, env_default, parse_door_map
 from lock_gateway.daemon import Gateway
 from lock_gateway.driver import LockDriver
-from lock_gateway.keys import KeySet, KeySetError, fetch_jwks, load_cached_jwks, save_cached_jwks
+from lock_gateway.keys import KeySet, load_trusted_keys
 
 log = logging.getLogger("citykey-gateway")
 
 
 def load_keys(config: GatewayConfig) -> KeySet:
-    """Fresh keys from the API when it answers, else the on-disk cache; empty if neither."""
-    if config.jwks_url:
-        try:
-            document = fetch_jwks(config.jwks_url)
-            save_cached_jwks(config.key_cache, document)
-            return KeySet.from_jwks(document)
-        except KeySetError as exc:
-            log.warning("JWKS fetch failed, using the cache: %s", exc)
-    cached = load_cached_jwks(config.key_cache)
-    return KeySet.from_jwks(cached) if cached else KeySet()
+    """The on-disk cache (what signed key sets taught this gateway); on the first boot, the
+    API's JWKS (trust on first use); empty if neither (lock_gateway/keys.py)."""
+    return load_trusted_keys(config.jwks_url, config.key_cache)
 
 
 def make_driver(name: str, channels: list[int]) -> LockDriver:
@@ -70,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for state kept across restarts, such as the replay store of seen "
         "token ids; default: none, state in memory only",
     )
+    parser.add_argument(
+        "--local-listen",
+        default=env_default("LOCAL_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve offline unlock for citizens' apps on this address (the building's LAN); "
+        "default: no local endpoint",
+    )
     return parser
 
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         key_cache=args.key_cache,
         leeway_s=args.leeway,
         state_dir=args.state_dir,
+        local_listen=args.local_listen,
     )
     keys = load_keys(config)
     if not keys.kids():

@@ -119,12 +119,18 @@ class World:
         )
 
     async def start_gateway(
-        self, gateway_id: str, doors: dict[str, int], *, keys: KeySet | None = None
+        self,
+        gateway_id: str,
+        doors: dict[str, int],
+        *,
+        keys: KeySet | None = None,
+        config: GatewayConfig | None = None,
     ) -> RunningGateway:
-        """Run the real gateway code with a simulated lock; wait until the API sees it online."""
+        """Run the real gateway code with a simulated lock; wait until the API sees it online.
+        ``config`` replaces the default ``gateway_config(gateway_id, doors)``."""
         lock = SimulatedLock(sorted(doors.values()))
         keyset = keys or KeySet.from_jwks(self.state.keyring.jwks())
-        gateway = Gateway(self.gateway_config(gateway_id, doors), lock, keyset)
+        gateway = Gateway(config or self.gateway_config(gateway_id, doors), lock, keyset)
         task = asyncio.create_task(gateway.run())
         running = RunningGateway(gateway, lock, task, doors)
         self.gateways.append(running)

@@ -36,6 +36,7 @@ from api.buildings.models import Building
 from api.common import as_utc, new_id, utcnow
 from api.errors import ApiError
 from api.groups.service import GroupService
+from api.offline.service import revoke_for_grants
 
 
 class GrantsService:
@@ -214,6 +215,9 @@ class GrantsService:
             seen.update(s.id for s in shares)
             frontier = [s.id for s in shares]
         await self.repository.flush()
+        # Offline tokens issued on these grants die with them; the revocation publisher
+        # sends the gateways their new signed lists after this transaction commits.
+        await revoke_for_grants(self._session, sorted(seen), actor=scope.user.id)
         return GrantOut.of(grant, building_id)
 
     def _revoke_one(self, scope: Scope, grant: Grant, building_id: str, now: datetime) -> None:

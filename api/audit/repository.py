@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api.audit import chain
 from api.audit.models import AuditEvent
 
 
@@ -30,8 +31,8 @@ class AuditRepository:
         self._session = session
 
     def add(self, event: AuditEvent) -> None:
-        """Queue ``event`` for insertion with the session's transaction."""
-        self._session.add(event)
+        """Queue ``event`` for insertion with the session's transaction (into the hash chain)."""
+        chain.append(self._session, event)
 
     async def page(
         self,

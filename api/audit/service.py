@@ -6,6 +6,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
+from api.audit import chain
 from api.audit.models import AuditEvent
 
 
@@ -36,5 +37,4 @@ def record_change(
         door_id=door_id,
         detail={"target": {"type": target_type, "id": target_id}, "before": before, "after": after},
     )
-    session.add(event)
-    return event
+    return chain.append(session, event)

@@ -14,6 +14,7 @@ from sqlmodel import SQLModel, col
 from api.access.models import Grant
 from api.buildings.models import Building, Door, DoorStatus, Holiday
 from api.gateways.models import Gateway
+from api.offline.models import OfflineToken
 from api.owners.models import Owner
 from api.public_access.models import PublicAccess
 
@@ -178,6 +179,10 @@ class DoorRepository:
             "grants": await _count(self._session, Grant, col(Grant.door_id), door_id),
             "public_access": await _count(
                 self._session, PublicAccess, col(PublicAccess.door_id), door_id
+            ),
+            # Issued offline tokens stay as the record of who could open the door offline.
+            "offline_tokens": await _count(
+                self._session, OfflineToken, col(OfflineToken.door_id), door_id
             ),
         }
         return {kind: n for kind, n in counts.items() if n}

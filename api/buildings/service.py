@@ -316,8 +316,8 @@ class DoorService(_Audited):
         return door
 
     async def delete(self, scope: Scope, door_id: str) -> None:
-        """Delete a door no grant or public-hours rule names (409 door_in_use otherwise:
-        disable it, or remove the rules first)."""
+        """Delete a door no grant, public-hours rule or offline token names (409 door_in_use
+        otherwise: disable it, or remove the rules first)."""
         door = await self.get(scope, door_id)
         references = await self._repo.references(door.id)
         if references:

@@ -92,6 +92,10 @@ class _DoorLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     """Tasks holding or waiting for the lock; the entry is dropped when it reaches zero."""
+    pending: list[GatewayEvent] = field(default_factory=list)
+    """Events not yet applied, in arrival order. The task that gets the lock applies all of
+    them in one transaction: a journal delivered after an outage (thousands of events of one
+    door at once) costs a few transactions, not one per event."""
 
 
 class DoorStatusRecorder:
@@ -113,9 +117,12 @@ class DoorStatusRecorder:
             return
         entry = self._locks.setdefault(event.door, _DoorLock())
         entry.users += 1
+        entry.pending.append(event)
         try:
             async with entry.lock:
-                await self._apply(event, event.door)
+                if entry.pending:  # else a task before us applied ours too
+                    events, entry.pending = entry.pending, []
+                    await self._apply(events, event.door)
         except SQLAlchemyError as exc:
             log.warning("could not record %s of door %s: %s", event.kind, event.door, exc)
         finally:
@@ -123,23 +130,31 @@ class DoorStatusRecorder:
             if entry.users == 0:
                 self._locks.pop(event.door, None)
 
-    async def _apply(self, event: GatewayEvent, door_id: str) -> None:
-        try:
-            at = datetime.fromtimestamp(event.ts, UTC)
-        except (OverflowError, OSError, ValueError):
-            log.warning("dropping %s from %s: bad timestamp", event.kind, event.gateway_id)
-            return
+    async def _apply(self, events: list[GatewayEvent], door_id: str) -> None:
         async with self._sessions() as session:
             doors = DoorRepository(session)
             door = await doors.get(door_id)
-            # A gateway speaks for its own doors only: a misconfigured or stolen one must not
-            # paint another gateway's doors.
-            if door is None or door.gateway_id != event.gateway_id:
-                log.warning("gateway %s reported unknown door %r", event.gateway_id, door_id)
+            if door is None:
+                log.warning("gateways reported unknown door %r", door_id)
                 return
-            status = await doors.status_for_update(door.id)
-            if status.last_event_at is not None and at < as_utc(status.last_event_at):
+            status = None
+            for event in events:
+                try:
+                    at = datetime.fromtimestamp(event.ts, UTC)
+                except (OverflowError, OSError, ValueError):
+                    log.warning("dropping %s from %s: bad timestamp", event.kind, event.gateway_id)
+                    continue
+                # A gateway speaks for its own doors only: a misconfigured or stolen one must
+                # not paint another gateway's doors.
+                if door.gateway_id != event.gateway_id:
+                    log.warning("gateway %s reported unknown door %r", event.gateway_id, door_id)
+                    continue
+                if status is None:
+                    status = await doors.status_for_update(door.id)
+                if status.last_event_at is not None and at < as_utc(status.last_event_at):
+                    continue
+                apply_event(status, event.kind, event.data, at)
+            if status is None:
                 await session.rollback()
                 return
-            apply_event(status, event.kind, event.data, at)
             await session.commit()

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Response
 
-from api.deps import ManagerScopeDep, RelayDep, SessionDep
+from api.deps import ManagerScopeDep, RelayDep, SessionDep, StateDep
 from api.errors import error_responses
 from api.gateways.models import Gateway
 from api.gateways.schemas import (
@@ -15,7 +15,7 @@ from api.gateways.schemas import (
     GatewayOut,
     GatewayUpdate,
 )
-from api.gateways.service import GatewayService
+from api.gateways.service import GatewayService, clock_ok
 from api.owners.schemas import DEFAULT_LIMIT, Cursor, Limit, Page
 
 router = APIRouter(prefix="/v1", tags=["gateways"])
@@ -27,8 +27,10 @@ GatewayId = Annotated[str, Path(min_length=1, max_length=64, examples=["gw-grune
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def get_gateway_service(session: SessionDep, relay: RelayDep) -> GatewayService:
-    return GatewayService(session, relay)
+async def get_gateway_service(
+    session: SessionDep, relay: RelayDep, state: StateDep
+) -> GatewayService:
+    return GatewayService(session, relay, state.broker_accounts)
 
 
 GatewayServiceDep = Annotated[GatewayService, Depends(get_gateway_service)]
@@ -47,6 +49,9 @@ def gateway_out(service: GatewayService, gateway: Gateway) -> GatewayOut:
         mode_version=gateway.mode_version,
         has_credential=gateway.credential_hash is not None,
         created_at=gateway.created_at,
+        keyset_version=live.keyset_version,
+        clock_offset_s=gateway.clock_offset_s,
+        clock_ok=clock_ok(gateway.clock_offset_s),
     )
 
 
@@ -54,7 +59,7 @@ def gateway_out(service: GatewayService, gateway: Gateway) -> GatewayOut:
     "/buildings/{building_id}/gateways",
     status_code=201,
     summary="Register a gateway",
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
 )
 async def create_gateway(
     building_id: BuildingId,
@@ -118,7 +123,7 @@ async def update_gateway(
 @router.post(
     "/gateways/{gateway_id}/credential",
     summary="Rotate a gateway's broker password",
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 409, 503),
 )
 async def rotate_credential(
     gateway_id: GatewayId, scope: ManagerScopeDep, service: GatewayServiceDep, response: Response
@@ -133,7 +138,7 @@ async def rotate_credential(
     "/gateways/{gateway_id}",
     status_code=204,
     summary="Delete a gateway",
-    responses=error_responses(401, 403, 404, 409),
+    responses=error_responses(401, 403, 404, 409, 503),
 )
 async def delete_gateway(
     gateway_id: GatewayId, scope: ManagerScopeDep, service: GatewayServiceDep

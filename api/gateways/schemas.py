@@ -58,6 +58,23 @@ class GatewayOut(BaseModel):
     )
     has_credential: bool = Field(examples=[True])
     created_at: datetime
+    keyset_version: int | None = Field(
+        default=None,
+        description="Signed key set version the gateway trusts (live; 0: first-boot JWKS only)",
+        examples=[4],
+    )
+    clock_offset_s: float | None = Field(
+        default=None,
+        description="Gateway clock minus API clock, seconds: the worse of the gateway's own "
+        "estimate and the API's, from its recent heartbeats",
+        examples=[0.2],
+    )
+    clock_ok: bool | None = Field(
+        default=None,
+        description="False when the clock is off by more than half the gateways' 5 s leeway; "
+        "null when unknown",
+        examples=[True],
+    )
 
 
 class GatewayCredential(BaseModel):

@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.service import record_change
 from api.authz import Scope, not_found
+from api.broker_accounts import (
+    BrokerAccounts,
+    BrokerAccountsError,
+    NoBrokerAccounts,
+    as_api_error,
+)
 from api.buildings.models import Building
 from api.common import new_id
 from api.errors import ApiError
@@ -20,7 +26,8 @@ from api.gateways.models import Gateway
 from api.gateways.repository import GatewayRepository
 from api.gateways.schemas import GatewayCreate, GatewayUpdate
 from api.owners.schemas import Page, decode_cursor, page_of
-from api.relay.mqtt import MqttRelay
+from api.relay.mqtt import MqttRelay, RelayError
+from citykey_protocol.topics import GatewayTopics
 
 
 def gateway_snapshot(gateway: Gateway | None) -> dict[str, Any] | None:
@@ -38,13 +45,27 @@ class LiveStatus:
 
     online: bool
     software: str | None
+    keyset_version: int | None = None
+
+
+CLOCK_TOLERANCE_S = 2.5
+"""Half the gateways' default clock leeway (5 s): beyond this a gateway's clock is shown as
+off, while tokens still pass, so it can be fixed before it refuses them."""
+
+
+def clock_ok(offset: float | None) -> bool | None:
+    """Whether a gateway's clock offset is tolerable; None when unknown."""
+    return None if offset is None else abs(offset) <= CLOCK_TOLERANCE_S
 
 
 class GatewayService:
-    def __init__(self, session: AsyncSession, relay: MqttRelay) -> None:
+    def __init__(
+        self, session: AsyncSession, relay: MqttRelay, accounts: BrokerAccounts | None = None
+    ) -> None:
         self._session = session
         self._repo = GatewayRepository(session)
         self._relay = relay
+        self._accounts = accounts or NoBrokerAccounts()
 
     async def get(self, scope: Scope, gateway_id: str) -> Gateway:
         """One gateway of a building in scope; 404 gateway_not_found otherwise."""
@@ -58,7 +79,9 @@ class GatewayService:
         status = self._relay.gateway_status(gateway.id)
         if status is None:
             return LiveStatus(online=False, software=None)
-        return LiveStatus(online=status.online, software=status.software)
+        return LiveStatus(
+            online=status.online, software=status.software, keyset_version=status.keyset_version
+        )
 
     async def create(
         self, scope: Scope, building_id: str, body: GatewayCreate
@@ -78,6 +101,7 @@ class GatewayService:
         )
         if not await self._repo.insert(gateway):  # created meanwhile by another request
             raise taken
+        await self._provision(gateway.id, password)  # last: a failure rolls the row back
         self._audit(scope, "gateway.created", gateway, None, gateway_snapshot(gateway))
         return gateway, password
 
@@ -113,6 +137,7 @@ class GatewayService:
         password = credentials.new_password()
         gateway.credential_hash = await asyncio.to_thread(credentials.hash_password, password)
         await self._repo.save(gateway)
+        await self._provision(gateway.id, password)  # the broker drops the old session
         after = gateway_snapshot(gateway)
         assert after is not None
         after["credential_rotated"] = True  # the hash itself never goes to the audit log
@@ -132,7 +157,35 @@ class GatewayService:
             )
         before = gateway_snapshot(gateway)
         await self._repo.delete(gateway)
+        await self._revoke(gateway.id)  # last: a failure rolls the deletion back
         self._audit(scope, "gateway.deleted", gateway, before, None)
+
+    async def _provision(self, gateway_id: str, password: str) -> None:
+        try:
+            await self._accounts.provision_gateway(gateway_id, password)
+        except BrokerAccountsError as exc:
+            raise as_api_error(exc) from exc
+
+    async def _revoke(self, gateway_id: str) -> None:
+        """Fail closed: the gateway row goes only once the broker confirmed that its account
+        is gone (which disconnects it) and its retained status, mode and revocation list are
+        cleared, so a gateway later created with the same id inherits nothing."""
+        try:
+            await self._accounts.revoke_gateway(gateway_id)
+        except BrokerAccountsError as exc:
+            raise as_api_error(exc) from exc
+        topics = GatewayTopics(gateway_id)
+        try:
+            for topic in (topics.status, topics.mode, topics.revocations):
+                await self._relay.publish_retained(topic, b"")
+        except RelayError as exc:
+            raise ApiError(
+                503,
+                "broker_unavailable",
+                "the gateway's retained messages could not be cleared; nothing was deleted, "
+                "try again",
+                headers={"Retry-After": "1"},
+            ) from exc
 
     async def _building(self, scope: Scope, building_id: str) -> Building:
         building = await self._repo.get_building(building_id)

@@ -8,6 +8,8 @@ offline gateway is refused at once instead of after a timeout.
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +30,9 @@ from citykey_protocol.transport import BrokerAddress
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
+STALE_HEARTBEATS = 1.5
+"""A gateway whose last status is older than this many heartbeat intervals counts as offline
+(its link died silently and the broker has not sent its last will yet)."""
 
 
 class RelayError(Exception):
@@ -50,6 +55,16 @@ class _Pending:
 
 _T = TypeVar("_T")
 
+
+def _fail_on_publish_error(publish: "asyncio.Task[None]", future: "asyncio.Future[Ack]") -> None:
+    """The command never reached the broker: answer the waiting request now."""
+    if publish.cancelled():
+        return
+    exc = publish.exception()  # retrieved even when nobody waits any more
+    if exc is not None and not future.done():
+        future.set_exception(BrokerUnavailableError(f"publish failed: {exc}"))
+
+
 StatusListener = Callable[[GatewayStatus], Coroutine[Any, Any, None]]
 EventListener = Callable[[GatewayEvent], Coroutine[Any, Any, None]]
 
@@ -63,6 +78,8 @@ class MqttRelay:
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, _Pending] = {}
         self._status: dict[str, GatewayStatus] = {}
+        self._status_seen: dict[str, float] = {}
+        """Monotonic time each gateway's status last arrived (our clock, not the gateway's)."""
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._status_listeners: list[StatusListener] = []
@@ -101,8 +118,15 @@ class MqttRelay:
         return self._status.get(gateway_id)
 
     def gateway_online(self, gateway_id: str) -> bool:
+        """Online: the last status said so and, when the gateway announced its heartbeat
+        interval, arrived within 1.5 intervals."""
         status = self._status.get(gateway_id)
-        return status is not None and status.online
+        if status is None or not status.online:
+            return False
+        if status.heartbeat_s is not None and status.heartbeat_s > 0:
+            age = time.monotonic() - self._status_seen.get(gateway_id, float("-inf"))
+            return age <= STALE_HEARTBEATS * status.heartbeat_s
+        return True
 
     # Commands
     async def send_unlock(self, gateway_id: str, command: UnlockCommand, timeout: float) -> Ack:
@@ -112,22 +136,40 @@ class MqttRelay:
             raise BrokerUnavailableError("not connected to the broker")
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending[command.command_id] = _Pending(gateway_id, future)
+        # The publish (waiting for the broker's PUBACK) runs beside the wait for the ack: a
+        # connection lost before the PUBACK fails ``future`` at once (_fail_pending) instead of
+        # leaving the request waiting for a PUBACK that cannot come until its deadline.
+        publish = asyncio.create_task(
+            client.publish(
+                GatewayTopics(gateway_id).commands,
+                messages.encode(command),
+                qos=1,
+                # Longer than the ack wait: no PUBACK by the deadline is "no answer" (504, the
+                # command may be on its way), not "no broker"; the task is cancelled below.
+                timeout=timeout + 1.0,
+            )
+        )
+        publish.add_done_callback(lambda done: _fail_on_publish_error(done, future))
         try:
             async with asyncio.timeout(timeout):
-                try:
-                    await client.publish(
-                        GatewayTopics(gateway_id).commands,
-                        messages.encode(command),
-                        qos=1,
-                        timeout=timeout,
-                    )
-                except aiomqtt.MqttError as exc:
-                    raise BrokerUnavailableError(f"publish failed: {exc}") from exc
                 return await future
         except TimeoutError:
             raise GatewayTimeoutError(f"no ack from {gateway_id} within {timeout:.1f}s") from None
         finally:
             self._pending.pop(command.command_id, None)
+            if not publish.done():
+                publish.cancel()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` with QoS 1, not retained (event acks); raise
+        BrokerUnavailableError when it cannot be handed to the broker."""
+        client = self._client
+        if client is None or not self.connected:
+            raise BrokerUnavailableError("not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=1, timeout=5.0)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailableError(f"publish failed: {exc}") from exc
 
     async def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish ``payload`` retained with QoS 1 (gateway modes); raise
@@ -156,12 +198,18 @@ class MqttRelay:
                     async for message in client.messages:
                         self._dispatch(message.topic.value, message.payload)
             except aiomqtt.MqttError as exc:
-                log.warning("relay lost the broker (%s); retry in %.1fs", exc, backoff)
+                log.warning("relay lost the broker (%s); retry in about %.1fs", exc, backoff)
+            except Exception:  # a bug must not end the session for good: log it, reconnect
+                log.exception("relay session failed; retry in about %.1fs", backoff)
             finally:
                 self._client = None
                 self._connected.clear()
                 self._fail_pending()
-            await asyncio.sleep(backoff)
+                # What the broker told us is stale now; on reconnect it sends every retained
+                # status again (an API that knows nothing of a gateway treats it as offline).
+                self._status.clear()
+            # Jitter: many API instances that lost the same broker must not return in lockstep.
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _fail_pending(self) -> None:
@@ -185,6 +233,7 @@ class MqttRelay:
                 if status.gateway_id != parsed.gateway_id:
                     return
                 self._status[parsed.gateway_id] = status
+                self._status_seen[parsed.gateway_id] = time.monotonic()
                 self._notify(self._status_listeners, status)
             elif parsed.kind == "event":
                 event = messages.event_decoder.decode(payload)

@@ -5,6 +5,7 @@ leaves for the gateway, so a door never moves without a durable authorization re
 result is recorded in a second, append-only row.
 """
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from api.access.facts import DoorRow
 from api.access.service import AccessService
 from api.audit.models import AuditEvent
 from api.audit.repository import AuditRepository
+from api.db import UNIT_STARTED, DatabaseUnavailableError
 from api.errors import ApiError
 from api.identity.models import User
 from api.relay.mqtt import BrokerUnavailableError, GatewayTimeoutError, MqttRelay
@@ -64,6 +66,10 @@ class _Attempt:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
 
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
 class UnlockService:
     def __init__(
         self,
@@ -78,10 +84,29 @@ class UnlockService:
         self._relay = relay
         self._minter = minter
         self._timeout_s = timeout_s
+        # Time kept back from the ack wait to record the result (about 1 ms when healthy).
+        self._result_reserve_s = min(0.25, timeout_s / 10)
 
     async def unlock(self, user: User, door_id: str, seconds: int | None) -> UnlockOutcome:
-        """Open ``door_id`` for ``user`` or raise ApiError with the reason."""
-        started = time.perf_counter()
+        """Open ``door_id`` for ``user`` or raise ApiError with the reason.
+
+        One deadline, ``timeout_s`` from the start of the request's unit of work, covers the
+        whole request, the database included: a database that stops answering ends it with
+        DatabaseUnavailableError (503) at the deadline, never later. The wait for the ack ends
+        a little earlier (``_result_reserve_s``) to leave time to record the result."""
+        started = self._session.info.get(UNIT_STARTED) or time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self._timeout_s - _since(started)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._unlock(user, door_id, seconds, started)
+        except TimeoutError:
+            # Only database work can reach the deadline (the ack wait ends before it); a
+            # timeout of the driver itself lands here too.
+            raise DatabaseUnavailableError("the database did not answer in time") from None
+
+    async def _unlock(
+        self, user: User, door_id: str, seconds: int | None, started: float
+    ) -> UnlockOutcome:
         found = await self._access.decide(user, door_id, datetime.now(UTC))
         if found is None:
             raise ApiError(404, "door_not_found", f"no door {door_id!r}")
@@ -130,7 +155,7 @@ class UnlockService:
             token=token,
             reply_to=self._relay.instance_id,
         )
-        remaining = self._timeout_s - (time.perf_counter() - started)
+        remaining = self._timeout_s - _since(started) - self._result_reserve_s
         try:
             ack = await self._relay.send_unlock(door.gateway_id, command, max(remaining, 0.05))
         except GatewayTimeoutError:

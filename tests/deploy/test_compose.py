@@ -22,7 +22,9 @@ ACL_FILE = REPO / "deploy" / "mosquitto" / "acl"
 USER_PROVIDED = frozenset({"deploy/mosquitto/passwords", ".env"})
 """Files the operator creates (secrets, never committed); everything else must be in the repo."""
 
-EXPECTED_SERVICES = frozenset({"postgres", "mosquitto", "migrate", "keys-init", "api", "gateways"})
+EXPECTED_SERVICES = frozenset(
+    {"postgres", "mosquitto", "broker-init", "migrate", "keys-init", "api", "gateways"}
+)
 MUST_HAVE_HEALTHCHECK = ("api", "postgres", "mosquitto")
 CONDITIONS = frozenset({"service_started", "service_healthy", "service_completed_successfully"})
 MOSQUITTO_CONF_TARGET = "/mosquitto/config/mosquitto.conf"
@@ -242,9 +244,11 @@ def test_mounted_mosquitto_config_sets_tcp_nodelay(services: dict[str, Service])
     assert "allow_anonymous false" in lines
     # The files and the directory the config names are the ones compose mounts there.
     targets = _mount_targets(mosquitto)
-    for key in ("password_file", "acl_file", "persistence_location"):
+    # The compose broker uses the dynamic security plugin; its file sits in the data volume.
+    for key in ("plugin_opt_config_file", "persistence_location"):
         [value] = [line.split(maxsplit=1)[1] for line in lines if line.split()[0] == key]
-        assert value.rstrip("/") in targets, f"{key} {value} is not mounted into the container"
+        folder = value.rstrip("/") if key == "persistence_location" else str(Path(value).parent)
+        assert folder in targets, f"{key} {value} is not mounted into the container"
 
 
 def test_every_variable_is_in_env_example(compose: dict[str, Any]) -> None:
@@ -320,3 +324,55 @@ def test_simulated_gateway_matches_the_broker_acl_and_the_api(
     healthcheck = " ".join(services["mosquitto"]["healthcheck"]["test"])
     assert "-u healthcheck" in healthcheck
     assert "user healthcheck" in acl
+
+
+def test_broker_init_writes_the_users_the_stack_logs_in_with(
+    services: dict[str, Service], tmp_path: Path
+) -> None:
+    """broker-init writes the dynamic security file where the broker reads it, before the
+    broker starts, with the passwords every other service logs in with."""
+    import base64
+    import hashlib
+    import json
+
+    from api.broker_accounts.bootstrap import main as bootstrap
+
+    env = _env_example()
+    init = services["broker-init"]
+    assert _depends_on(services["mosquitto"]) == {"broker-init": "service_completed_successfully"}
+    assert init.get("user") == "1883:1883"  # the broker's uid in eclipse-mosquitto
+    command = _command(init)
+    assert command[:3] == ["python", "-m", "api.broker_accounts.bootstrap"]
+    target = Path(command[3])
+    [volume] = _named_volumes(init)
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in init["volumes"]}
+    broker_mounts = {v.split(":")[0]: v.split(":")[1] for v in services["mosquitto"]["volumes"]}
+    conf = _config_lines(REPO / "deploy" / "mosquitto" / "mosquitto-dynsec.conf")
+    [plugin_file] = [line.split()[1] for line in conf if line.startswith("plugin_opt_config_file")]
+    assert target.relative_to(mounted[volume]) == Path(plugin_file).relative_to(
+        broker_mounts[volume]
+    ), "broker-init writes a file the broker does not read"
+
+    init_env = {k: _interpolate(v, env) for k, v in _environment(init).items()}
+    written = tmp_path / "dynamic-security.json"
+    assert bootstrap([str(written), *command[4:]], init_env) == 0
+    users = {c["username"]: c for c in json.loads(written.read_text())["clients"]}
+
+    def logs_in(user: str | None, password: str | None) -> bool:
+        assert user is not None
+        assert password is not None
+        client = users[user]
+        digest = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(client["salt"]), client["iterations"]
+        )
+        return bool(base64.b64encode(digest).decode() == client["password"])
+
+    api_env = {k: _interpolate(v, env) for k, v in _environment(services["api"]).items()}
+    for url in (api_env["CITYKEY_MQTT_URL"], api_env["CITYKEY_BROKER_ADMIN_URL"]):
+        address = BrokerAddress.parse(url)
+        assert logs_in(address.username, address.password), f"{address.username} cannot log in"
+    sim = [_interpolate(part, env) for part in _command(services["gateways"])]
+    address = BrokerAddress.parse(_option(sim, "--mqtt-url"))
+    assert logs_in(address.username, address.password), "the simulated gateway cannot log in"
+    health = _interpolate(_environment(services["mosquitto"])["MQTT_HEALTHCHECK_PASSWORD"], env)
+    assert logs_in("healthcheck", health)

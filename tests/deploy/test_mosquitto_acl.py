@@ -371,3 +371,42 @@ def test_mode_goes_from_api_to_its_gateway_only(clients: dict[str, Client]) -> N
     assert [gateway.next_message(), *gateway.drain()] == [(own, b"signed-mode")]
     api.publish(own, b"", retain=True)
     api.publish(foreign, b"", retain=True)
+
+
+def test_api_clears_a_removed_gateways_retained_status(clients: dict[str, Client]) -> None:
+    api, gateway = clients[API_USER], clients[GATEWAY_A]
+    gateway.publish(_status(GATEWAY_A), b'{"online":false}', retain=True)
+    api.publish(_status(GATEWAY_A), b"", retain=True)  # what deleting the gateway does
+    late = Client(gateway._broker, API_USER)
+    assert not late.connect().is_failure
+    try:
+        assert _granted(late.subscribe(_status(GATEWAY_A)))
+        assert late.drain() == [], "the retained status survived the API's clear"
+    finally:
+        late.close()
+
+
+def test_revocation_list_goes_from_api_to_its_gateway_only(clients: dict[str, Client]) -> None:
+    api, gateway, other = clients[API_USER], clients[GATEWAY_A], clients[GATEWAY_B]
+    own = f"citykey/v1/gw/{GATEWAY_A}/revocations"
+    foreign = f"citykey/v1/gw/{GATEWAY_B}/revocations"
+    assert _granted(gateway.subscribe(own))
+    gateway.subscribe(foreign)
+    other.publish(own, b"forged-by-another-gateway", retain=True)
+    gateway.publish(own, b"forged-by-itself", retain=True)  # e.g. to empty its own list
+    api.publish(foreign, b"for-b", retain=True)
+    api.publish(own, b"signed-list", retain=True)
+    assert [gateway.next_message(), *gateway.drain()] == [(own, b"signed-list")]
+    api.publish(own, b"", retain=True)
+    api.publish(foreign, b"", retain=True)
+
+
+def test_event_acks_go_from_the_api_to_their_gateway_only(clients: dict[str, Client]) -> None:
+    api, gateway, other = clients[API_USER], clients[GATEWAY_A], clients[GATEWAY_B]
+    own, foreign = f"citykey/v1/gw/{GATEWAY_A}/evack", f"citykey/v1/gw/{GATEWAY_B}/evack"
+    assert _granted(gateway.subscribe(own))
+    gateway.subscribe(foreign)
+    other.publish(own, b"forged-by-another-gateway")
+    api.publish(foreign, b"for-b")
+    api.publish(own, b"event-ack")
+    assert [gateway.next_message(), *gateway.drain()] == [(own, b"event-ack")]

@@ -1,0 +1,1 @@
+"""Fault injection: the broker killed and restarted, the database partitioned away."""
