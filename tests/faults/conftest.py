@@ -25,6 +25,13 @@ UNLOCK_TIMEOUT_S = 2.0
 """The unlock deadline in these tests (as in the rest of the suite)."""
 
 
+PRODUCTION_DB_TIMEOUTS = {
+    name: Settings.model_fields[name].default
+    for name in ("db_connect_timeout_s", "db_pool_timeout_s", "db_ping_timeout_s")
+}
+"""The shared test settings relax these; the fault tests prove the shipped defaults."""
+
+
 async def _harness(stack: AsyncExitStack, settings: Settings) -> ApiHarness:
     app = create_app(settings)
     await stack.enter_async_context(app.router.lifespan_context(app))
@@ -106,6 +113,7 @@ async def db_api(
                     "unlock_timeout_s": UNLOCK_TIMEOUT_S,
                     "db_command_timeout_s": UNLOCK_TIMEOUT_S,
                     "db_pool_size": 5,
+                    **PRODUCTION_DB_TIMEOUTS,
                 }
             ),
         )
