@@ -404,8 +404,3 @@ class Gateway:
         else:
             data |= {"result": ack.result.value, "reason": ack.reason, "until": ack.unlocked_until}
             self.record_event(UNLOCK_EVENT, door, data, ts=ack.ts)
-
-    @staticmethod
-    async def _publish_quietly(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topic, payload, qos=1)
