@@ -40,6 +40,7 @@ from api.settings import EMBEDDED_BROKER, Settings, get_settings
 from api.state import AppState
 from api.unlock import router as unlock_router
 from api.unlock.tokens import UnlockTokenMinter
+from api.web.install import install_web
 
 log = logging.getLogger(__name__)
 
@@ -131,4 +132,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(domain.router)
     if dev_identity:
         app.include_router(identity_router.router)
+    install_web(app, settings)
     return app

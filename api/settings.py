@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits.clients import ProxyList
@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
     max_body_bytes: int = Field(default=65_536, ge=1_024, le=64 * 1024 * 1024)
     trusted_proxies: ProxyList = ""
+    # The web app (api/web/): signed session cookies. Empty in dev: a random secret is kept in
+    # the key directory (web-session.key) so sign-ins survive a restart; required in production.
+    session_secret: SecretStr = SecretStr("")
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
+    secure_cookies: bool = Field(
+        default=False, description="Mark the session cookie Secure (behind HTTPS: set true)."
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
@@ -81,6 +88,8 @@ class Settings(BaseSettings):
                 problems.append("CITYKEY_DEV_IDENTITY must be false")
             if self.generate_keys:
                 problems.append("CITYKEY_GENERATE_KEYS must be false (provision keys first)")
+            if not self.session_secret.get_secret_value():
+                problems.append("CITYKEY_SESSION_SECRET must be set (web app sessions)")
             if self.mqtt_url == EMBEDDED_BROKER:
                 problems.append("the embedded broker is for the demo only")
             elif BrokerAddress.parse(self.mqtt_url).anonymous:

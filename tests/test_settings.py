@@ -22,6 +22,7 @@ def test_dev_defaults_are_the_demo() -> None:
         ({"generate_keys": True}, "GENERATE_KEYS"),
         ({"mqtt_url": "embedded"}, "embedded broker"),
         ({"mqtt_url": "mqtt://broker:1883"}, "must authenticate"),
+        ({"session_secret": ""}, "SESSION_SECRET"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], complaint: str) -> None:
@@ -30,6 +31,7 @@ def test_production_refuses_unsafe_settings(overrides: dict[str, object], compla
         "dev_identity": False,
         "generate_keys": False,
         "mqtt_url": "mqtts://citykey-api:secret@broker:8883",
+        "session_secret": "a-long-random-secret",
     }
     with pytest.raises(ValidationError, match=complaint):
         Settings.model_validate({**safe, **overrides})
@@ -41,6 +43,7 @@ def test_production_accepts_safe_settings() -> None:
         dev_identity=False,
         generate_keys=False,
         mqtt_url="mqtts://citykey-api:secret@broker:8883",
+        session_secret="a-long-random-secret",
     )
     assert settings.broker.tls
     assert settings.broker.username == "citykey-api"

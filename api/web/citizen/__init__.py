@@ -1,0 +1,1 @@
+"""The citizen web app (mobile-first PWA) under /app."""
