@@ -13,6 +13,7 @@ from api.authz import Scope, load_scope
 from api.db import session_scope
 from api.errors import ApiError
 from api.identity.models import User
+from api.identity.repository import ensure_user
 from api.identity.verifier import IdentityTokenError
 from api.keys.keyring import KeyRing
 from api.relay.mqtt import MqttRelay
@@ -74,11 +75,15 @@ async def get_current_user(
         raise ApiError(401, "unauthorized", "a bearer token is required", headers=challenge)
     try:
         principal = await state.verifier.verify(credentials.credentials)
-    except IdentityTokenError:
-        raise ApiError(
-            401, "invalid_token", "the bearer token is not valid", headers=challenge
-        ) from None
-    user = await session.get(User, principal.subject)
+    except IdentityTokenError as exc:
+        raise ApiError(401, exc.code, "the bearer token is not valid", headers=challenge) from None
+    if principal.provisioned_name is not None:
+        # A person the OpenID Connect provider vouches for: a citizen from the first request.
+        user: User | None = await ensure_user(
+            session, principal.subject, principal.provisioned_name
+        )
+    else:
+        user = await session.get(User, principal.subject)
     if user is None:
         raise ApiError(
             401, "unknown_user", "the token's subject is not a citykey user", headers=challenge

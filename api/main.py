@@ -22,6 +22,8 @@ from api.gateways.tracker import GatewayStatusTracker
 from api.groups import router as groups_router
 from api.identity import router as identity_router
 from api.identity.dev_provider import DevIdentityProvider
+from api.identity.oidc import OidcClient
+from api.identity.verifier import IssuerVerifiers, TokenVerifier
 from api.keys import router as keys_router
 from api.keys.keyring import KeyRing
 from api.keys.watcher import KeyRingWatcher
@@ -52,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Discovery is bounded by CITYKEY_OIDC_TIMEOUT_S; an unreachable or inconsistent
+        # provider stops the start-up with a clear OidcConfigurationError.
+        oidc = await OidcClient.start(settings) if settings.oidc_configured else None
         broker = None
         if settings.mqtt_url == EMBEDDED_BROKER:
             broker = EmbeddedBroker(port=settings.embedded_broker_port)
@@ -64,8 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if dev_identity
             else None
         )
-        if provider is None:
-            raise RuntimeError("no identity provider configured (OpenID Connect comes next)")
+        verifiers: dict[str, TokenVerifier] = {}
+        if provider is not None:
+            verifiers[provider.issuer] = provider.verifier()
+        if oidc is not None:
+            verifiers[oidc.metadata.issuer] = oidc.access_token_verifier()
+        if not verifiers:
+            raise RuntimeError(
+                "no identity provider configured: set CITYKEY_OIDC_ISSUER, CITYKEY_OIDC_CLIENT_ID "
+                "and CITYKEY_OIDC_CLIENT_SECRET (or, in dev, CITYKEY_DEV_IDENTITY=true)"
+            )
         relay = MqttRelay(settings.broker, settings.instance_id)
         GatewayStatusTracker(sessions).attach(relay)
         ModeAckListener(sessions).attach(relay)
@@ -87,8 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keyring=keyring,
             minter=UnlockTokenMinter(keyring, settings.issuer, settings.token_lifetime_s),
             relay=relay,
-            verifier=provider.verifier(),
+            verifier=IssuerVerifiers(verifiers),
             dev_identity=provider,
+            oidc=oidc,
             keys_watcher=keys_watcher,
             broker_accounts=broker_accounts_for(settings),
         )
@@ -101,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await relay.stop()
             await events.stop()
             await engine.dispose()
+            if oidc is not None:
+                await oidc.aclose()
             if broker is not None:
                 await broker.stop()
 

@@ -71,6 +71,31 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         default=False, description="Mark the session cookie Secure (behind HTTPS: set true)."
     )
+    # OpenID Connect (api/identity/oidc.py). Configured by issuer, client id and secret; the
+    # provider's national identity claim maps to a pseudonymous user id (api/identity/pseudonym.py).
+    oidc_issuer: str = Field(default="", description="Issuer URL; empty: no OpenID Connect.")
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_audience: str = Field(
+        default="citykey-api", description="'aud' of the provider's access tokens for this API."
+    )
+    oidc_resource: str = Field(
+        default="", description="Resource indicator sent with the sign-in (RFC 8707); optional."
+    )
+    oidc_pid_claim: str = "pid"
+    oidc_scopes: str = "openid profile"
+    oidc_display_name: str = Field(default="ID-porten", description="The sign-in button's label.")
+    oidc_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    oidc_jwks_cache_s: int = Field(default=86_400, ge=60, le=7 * 86_400)
+    oidc_jwks_min_refetch_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="An unknown kid refetches the provider's keys at most this often.",
+    )
+    # Empty in dev: a random key is kept in the key directory (pseudonym.key); required in
+    # production. Changing it orphans every user.
+    pseudonym_key: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
@@ -82,6 +107,16 @@ class Settings(BaseSettings):
                 raise ValueError("CITYKEY_BROKER_ADMIN_URL needs Mosquitto, not the demo broker")
             if BrokerAddress.parse(self.broker_admin_url).anonymous:
                 raise ValueError("CITYKEY_BROKER_ADMIN_URL must carry user:password@")
+        oidc_parts = (
+            self.oidc_issuer,
+            self.oidc_client_id,
+            self.oidc_client_secret.get_secret_value(),
+        )
+        if any(oidc_parts) and not all(oidc_parts):
+            raise ValueError(
+                "CITYKEY_OIDC_ISSUER, CITYKEY_OIDC_CLIENT_ID and CITYKEY_OIDC_CLIENT_SECRET "
+                "go together"
+            )
         if self.mode == "production":
             problems = []
             if self.dev_identity:
@@ -90,6 +125,13 @@ class Settings(BaseSettings):
                 problems.append("CITYKEY_GENERATE_KEYS must be false (provision keys first)")
             if not self.session_secret.get_secret_value():
                 problems.append("CITYKEY_SESSION_SECRET must be set (web app sessions)")
+            if not self.oidc_configured:
+                problems.append(
+                    "CITYKEY_OIDC_ISSUER, CITYKEY_OIDC_CLIENT_ID and CITYKEY_OIDC_CLIENT_SECRET "
+                    "must be set (sign-in)"
+                )
+            if len(self.pseudonym_key.get_secret_value()) < 32:
+                problems.append("CITYKEY_PSEUDONYM_KEY must be set (32+ random characters)")
             if self.mqtt_url == EMBEDDED_BROKER:
                 problems.append("the embedded broker is for the demo only")
             elif BrokerAddress.parse(self.mqtt_url).anonymous:
@@ -97,6 +139,11 @@ class Settings(BaseSettings):
             if problems:
                 raise ValueError("refusing to start in production mode: " + "; ".join(problems))
         return self
+
+    @property
+    def oidc_configured(self) -> bool:
+        """Whether sign-in through an OpenID Connect provider is configured."""
+        return bool(self.oidc_issuer)
 
     @property
     def is_sqlite(self) -> bool:

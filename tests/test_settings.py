@@ -5,6 +5,13 @@ from pydantic import ValidationError
 
 from api.settings import Settings
 
+OIDC: dict[str, str] = {
+    "oidc_issuer": "https://idporten.example",
+    "oidc_client_id": "citykey",
+    "oidc_client_secret": "client-secret",
+    "pseudonym_key": "p" * 32,
+}
+
 
 def test_dev_defaults_are_the_demo() -> None:
     settings = Settings()
@@ -23,6 +30,9 @@ def test_dev_defaults_are_the_demo() -> None:
         ({"mqtt_url": "embedded"}, "embedded broker"),
         ({"mqtt_url": "mqtt://broker:1883"}, "must authenticate"),
         ({"session_secret": ""}, "SESSION_SECRET"),
+        ({"oidc_issuer": "", "oidc_client_id": "", "oidc_client_secret": ""}, "OIDC_ISSUER"),
+        ({"pseudonym_key": ""}, "PSEUDONYM_KEY"),
+        ({"pseudonym_key": "short"}, "PSEUDONYM_KEY"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], complaint: str) -> None:
@@ -32,19 +42,24 @@ def test_production_refuses_unsafe_settings(overrides: dict[str, object], compla
         "generate_keys": False,
         "mqtt_url": "mqtts://citykey-api:secret@broker:8883",
         "session_secret": "a-long-random-secret",
+        **OIDC,
     }
     with pytest.raises(ValidationError, match=complaint):
         Settings.model_validate({**safe, **overrides})
 
 
 def test_production_accepts_safe_settings() -> None:
-    settings = Settings(
-        mode="production",
-        dev_identity=False,
-        generate_keys=False,
-        mqtt_url="mqtts://citykey-api:secret@broker:8883",
-        session_secret="a-long-random-secret",
+    settings = Settings.model_validate(
+        {
+            "mode": "production",
+            "dev_identity": False,
+            "generate_keys": False,
+            "mqtt_url": "mqtts://citykey-api:secret@broker:8883",
+            "session_secret": "a-long-random-secret",
+            **OIDC,
+        }
     )
+    assert settings.oidc_configured
     assert settings.broker.tls
     assert settings.broker.username == "citykey-api"
 
@@ -59,3 +74,14 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_broker_url_is_refused() -> None:
     with pytest.raises(ValidationError, match="mqtt://"):
         Settings(mqtt_url="http://broker")
+
+
+@pytest.mark.parametrize("missing", ["oidc_issuer", "oidc_client_id", "oidc_client_secret"])
+def test_openid_connect_settings_go_together(missing: str) -> None:
+    values = {k: v for k, v in OIDC.items() if k != "pseudonym_key"}
+    with pytest.raises(ValidationError, match="go together"):
+        Settings.model_validate({**values, missing: ""})
+
+
+def test_dev_mode_needs_no_openid_connect() -> None:
+    assert not Settings().oidc_configured

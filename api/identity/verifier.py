@@ -4,8 +4,7 @@ The development identity provider and a real OpenID Connect provider (ID-porten,
 Entra ID) differ only in where the keys come from: a local key, or the provider's JWKS URL.
 """
 
-import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +16,11 @@ ALLOWED_ALGORITHMS = ("ES256", "RS256", "PS256")
 
 
 class IdentityTokenError(Exception):
-    """The bearer token is not acceptable."""
+    """The bearer token is not acceptable. ``code`` is the stable error code of the 401."""
+
+    def __init__(self, message: str, code: str = "invalid_token") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,15 @@ class Principal:
     subject: str
     issuer: str
     claims: Mapping[str, Any]
+    provisioned_name: str | None = None
+    """Set for a person the provider vouches for: the API creates the user on first use with
+    this display name (api/deps.py). None: the user must already exist."""
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The verified caller; raise IdentityTokenError otherwise."""
+        ...
 
 
 class KeySource(Protocol):
@@ -48,28 +60,24 @@ class StaticKeySource:
             raise IdentityTokenError("unknown signing key") from None
 
 
-class RemoteJwksSource:
-    """A provider's JWKS URL, cached (PyJWKClient refetches on an unknown kid)."""
-
-    def __init__(self, jwks_url: str, cache_seconds: int = 86_400) -> None:
-        self._client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=cache_seconds)
-
-    async def key_for(self, kid: str) -> Any:
-        try:
-            jwk = await asyncio.to_thread(self._client.get_signing_key, kid)
-        except jwt.PyJWKClientError as exc:
-            raise IdentityTokenError(str(exc)) from exc
-        return jwk.key
-
-
 class BearerVerifier:
     """Checks signature, issuer, audience, expiry and token type of identity tokens."""
 
-    def __init__(self, *, issuer: str, audience: str, keys: KeySource, leeway: float = 30) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        keys: KeySource,
+        leeway: float = 30,
+        subject: Callable[[Mapping[str, Any]], Principal] | None = None,
+    ) -> None:
         self.issuer = issuer
         self._audience = audience
         self._keys = keys
         self._leeway = leeway
+        # How verified claims become a Principal (default: "sub" is the citykey user id).
+        self._subject = subject
 
     async def verify(self, token: str) -> Principal:
         try:
@@ -92,9 +100,32 @@ class BearerVerifier:
                 leeway=self._leeway,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
+        except jwt.ExpiredSignatureError as exc:
+            raise IdentityTokenError(str(exc), "token_expired") from exc
         except jwt.PyJWTError as exc:
             raise IdentityTokenError(str(exc)) from exc
+        if self._subject is not None:
+            return self._subject(claims)
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise IdentityTokenError("bad subject")
         return Principal(subject=subject, issuer=self.issuer, claims=claims)
+
+
+class IssuerVerifiers:
+    """Several verifiers, chosen by the token's (unverified) issuer; the chosen one then checks
+    everything, the issuer included. Dev tokens and the provider's access tokens side by side."""
+
+    def __init__(self, verifiers: Mapping[str, TokenVerifier]) -> None:
+        self._verifiers = dict(verifiers)
+
+    async def verify(self, token: str) -> Principal:
+        """Verify ``token`` with the verifier of its issuer."""
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError as exc:
+            raise IdentityTokenError("malformed token") from exc
+        verifier = self._verifiers.get(issuer) if isinstance(issuer, str) else None
+        if verifier is None:
+            raise IdentityTokenError("unknown issuer")
+        return await verifier.verify(token)

@@ -263,32 +263,47 @@ def test_every_variable_is_in_env_example(compose: dict[str, Any]) -> None:
 def test_secrets_come_from_variables_only(services: dict[str, Service]) -> None:
     for name, service in services.items():
         for key, value in _environment(service).items():
-            if "PASSWORD" in key:
+            if any(word in key for word in ("PASSWORD", "SECRET", "PSEUDONYM_KEY")):
                 assert value.startswith("${"), f"{name}: {key} is written in the file"
+                assert ":?" in value, f"{name}: {key} must not have a default"
             for url in re.findall(r"\w+(?:\+\w+)?://[^@\s]+@", value):
                 assert "${" in url, f"{name}: {key} carries a literal password"
 
 
-def test_api_settings_are_valid_and_one_step_from_production(
+def test_api_settings_are_valid_in_production_mode(
     services: dict[str, Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With env.example's values the API's settings validate, and switching to production
-    needs nothing but the identity provider (OpenID Connect, not built yet)."""
+    """With env.example's values the API's settings validate in production mode: OpenID
+    Connect, the pseudonym key and the session secret all come from .env."""
     env = _env_example()
     api = {k: _interpolate(v, env) for k, v in _environment(services["api"]).items()}
     assert api["CITYKEY_DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert BrokerAddress.parse(api["CITYKEY_MQTT_URL"]).username == "citykey-api"
     assert api["CITYKEY_GENERATE_KEYS"] == "false"
+    assert api["CITYKEY_MODE"] == "production"
+    assert api["CITYKEY_DEV_IDENTITY"] == "false"
     for key in [k for k in os.environ if k.startswith("CITYKEY_")]:
         monkeypatch.delenv(key)
     for key, value in api.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
+    assert settings.mode == "production"
+    assert settings.oidc_configured
+    assert settings.oidc_issuer == env["CITYKEY_OIDC_ISSUER"]
+    assert settings.pseudonym_key.get_secret_value() == env["CITYKEY_PSEUDONYM_KEY"]
+    assert settings.session_secret.get_secret_value() == env["CITYKEY_SESSION_SECRET"]
     assert settings.broker.username == "citykey-api"
     assert not settings.broker.anonymous
-    monkeypatch.setenv("CITYKEY_MODE", "production")
-    monkeypatch.setenv("CITYKEY_DEV_IDENTITY", "false")
-    assert Settings().mode == "production"
+    # Without any one of the .env secrets, production refuses to start.
+    for secret in (
+        "CITYKEY_OIDC_CLIENT_SECRET",
+        "CITYKEY_PSEUDONYM_KEY",
+        "CITYKEY_SESSION_SECRET",
+    ):
+        with monkeypatch.context() as patch:
+            patch.delenv(secret)
+            with pytest.raises(ValueError, match=secret.removeprefix("CITYKEY_")):
+                Settings()
     # The one-shot jobs share the API's database and key directory.
     migrate = _environment(services["migrate"])
     assert migrate["CITYKEY_DATABASE_URL"] == _environment(services["api"])["CITYKEY_DATABASE_URL"]
