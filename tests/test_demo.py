@@ -60,6 +60,17 @@ def test_demo_opens_a_door_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "unlocked"
+
+        # The demo opens on the web app: its URL comes first, and its sign-in page lists Kari.
+        app_url = re.search(r"Open (http://\S+/app) in a browser", text)
+        assert app_url, text
+        assert text.index(app_url.group(1)) < text.index("curl"), "the web app comes first"
+        login = httpx.get(
+            app_url.group(1), headers={"Accept": "text/html"}, follow_redirects=True, timeout=10
+        )
+        assert login.status_code == 200, login.text
+        assert login.url.path == "/app/login"
+        assert "Kari Nordmann" in login.text
     finally:
         process.send_signal(signal.SIGINT)
         remaining, _ = process.communicate(timeout=30)

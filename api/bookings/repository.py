@@ -74,6 +74,21 @@ class BookingRepository:
             statement = statement.with_for_update()
         return (await self._session.execute(statement)).scalars().first()
 
+    async def recent_of_owners(
+        self, owner_ids: Iterable[str] | None, limit: int
+    ) -> Sequence[tuple[Booking, BookingClient]]:
+        """The latest-ending bookings of the clients of these owners (None: every owner),
+        each with its client: the manager console's booking list."""
+        statement = (
+            select(Booking, BookingClient)
+            .join(BookingClient, col(BookingClient.id) == col(Booking.client_id))
+            .order_by(col(Booking.valid_until).desc(), col(Booking.id))
+            .limit(limit)
+        )
+        if owner_ids is not None:
+            statement = statement.where(col(BookingClient.owner_id).in_(list(owner_ids)))
+        return [(b, c) for b, c in (await self._session.execute(statement)).all()]
+
     async def live_bookings_of_client(self, client_id: str) -> Sequence[Booking]:
         statement = (
             select(Booking)

@@ -196,6 +196,13 @@ class DoorRepository:
     async def status(self, door_id: str) -> DoorStatus | None:
         return await self._session.get(DoorStatus, door_id)
 
+    async def statuses(self, door_ids: Sequence[str]) -> dict[str, DoorStatus]:
+        """The status rows of several doors in one query (doors without one are absent)."""
+        if not door_ids:
+            return {}
+        statement = select(DoorStatus).where(col(DoorStatus.door_id).in_(door_ids))
+        return {s.door_id: s for s in (await self._session.execute(statement)).scalars()}
+
     async def status_for_update(self, door_id: str) -> DoorStatus:
         """The door's status row, created empty if missing, locked for this transaction so
         that API instances receiving the same events apply them one at a time."""

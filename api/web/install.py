@@ -9,8 +9,8 @@ from api.settings import Settings
 from api.web import auth
 from api.web.citizen import router as citizen_router
 from api.web.console import router as console_router
-from api.web.session import SESSION_COOKIE, SignInRequiredError, session_secret
-from api.web.templating import WEB_DIR
+from api.web.session import SESSION_COOKIE, CsrfFailedError, SignInRequiredError, session_secret
+from api.web.templating import WEB_DIR, render
 
 
 def _wants_html(request: Request) -> bool:
@@ -38,6 +38,17 @@ def install_web(app: FastAPI, settings: Settings) -> None:
             return RedirectResponse(f"/app/login?next={exc.next_path}", status_code=303)
         return JSONResponse(
             {"error": {"code": "unauthorized", "message": "sign in first"}}, status_code=401
+        )
+
+    @app.exception_handler(CsrfFailedError)
+    async def _form_expired(request: Request, exc: CsrfFailedError) -> Response:
+        # A browser posting a stale form gets a page with a way back, not a JSON body.
+        if _wants_html(request):
+            path = request.url.path
+            back = "/console" if path.startswith("/console") else "/app"
+            return render(request, "form_expired.html", {"back": back}, status_code=403)
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
         )
 
     @app.get("/", include_in_schema=False)

@@ -26,6 +26,13 @@ _CSRF = "csrf"
 _VIA = "via"
 
 
+class CsrfFailedError(ApiError):
+    """A state-changing request without the session's CSRF token (a stale or forged form)."""
+
+    def __init__(self) -> None:
+        super().__init__(403, "csrf_failed", "the form has expired; reload the page and try again")
+
+
 class SignInRequiredError(Exception):
     """Raised by web dependencies when nobody is signed in; answered with a redirect to the
     sign-in page (or 401 for fetch/htmx requests). See api/web/install.py."""
@@ -90,7 +97,7 @@ async def require_csrf(request: Request) -> None:
         value = form.get("csrf_token")
         supplied = value if isinstance(value, str) else None
     if not isinstance(expected, str) or not supplied or not hmac.compare_digest(expected, supplied):
-        raise ApiError(403, "csrf_failed", "the form has expired; reload the page and try again")
+        raise CsrfFailedError
 
 
 CsrfDep = Annotated[None, Depends(require_csrf)]

@@ -1,14 +1,13 @@
-"""Manager console pages (placeholder until the console lands)."""
+"""The manager console under /console: one router per page, gathered here.
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+Pages (see docs/web.md): overview with live door status, grants and groups, opening hours
+with holidays, bookings, lockdown, audit log with CSV export, gateway provisioning.
+"""
 
-from api.web.session import WebScopeDep, WebUserDep
-from api.web.templating import render
+from fastapi import APIRouter
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+from api.web.console import audit, bookings, calendar, gateways, grants, lockdown, overview
 
-
-@router.get("", response_class=HTMLResponse)
-async def overview(request: Request, user: WebUserDep, scope: WebScopeDep) -> HTMLResponse:
-    return render(request, "console/placeholder.html", {"user": user})
+router = APIRouter(include_in_schema=False)
+for page in (overview, grants, calendar, bookings, lockdown, audit, gateways):
+    router.include_router(page.router)

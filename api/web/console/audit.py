@@ -1,0 +1,174 @@
+"""The audit log: filters, newest-first pages, and the CSV export of the same selection.
+
+The CSV is streamed in batches with a short database session per batch (memory and
+connections stay flat however long the export); its cells go through the audit package's
+``csv_row``, which neutralises spreadsheet formulas (a leading = + - @ gets an apostrophe).
+"""
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.audit.repository import AuditFilter, AuditRepository
+from api.audit.schemas import CSV_COLUMNS, csv_row
+from api.authz import Scope
+from api.errors import ApiError
+from api.web.console import forms
+from api.web.console.common import PREFIX, ConsoleDep, ConsoleRoute
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute)
+
+PAGE = 50
+CSV_BATCH = 500
+DECISIONS = ("allow", "deny")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """The filter form as typed (for re-displaying it) and what it selects."""
+
+    fields: dict[str, str]
+    where: AuditFilter
+
+    def query_string(self, **extra: str) -> str:
+        present = {k: v for k, v in self.fields.items() if v}
+        return urlencode({**present, **extra})
+
+
+def _instant(value: str | None, field: str) -> datetime | None:
+    """A datetime-local field, read as UTC (the page says so)."""
+    parsed = forms.local_datetime(value, field)
+    return parsed.replace(tzinfo=UTC) if parsed else None
+
+
+def audit_query(
+    door_id: str | None = None,
+    building_id: str | None = None,
+    actor: str | None = None,
+    decision: str | None = None,
+    action: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> AuditQuery:
+    """Parse the filter form; blank fields mean "any"."""
+    fields = {
+        "door_id": (door_id or "").strip()[:64],
+        "building_id": (building_id or "").strip()[:64],
+        "actor": (actor or "").strip()[:64],
+        "decision": (decision or "").strip(),
+        "action": (action or "").strip()[:64],
+        "start": (start or "").strip()[:32],
+        "end": (end or "").strip()[:32],
+    }
+    if fields["decision"] and fields["decision"] not in DECISIONS:
+        raise ApiError(422, "invalid_decision", "decision is allow or deny")
+    begin, finish = _instant(fields["start"], "from"), _instant(fields["end"], "to")
+    if begin is not None and finish is not None and begin > finish:
+        raise ApiError(422, "invalid_range", "'from' must not be after 'to'")
+    where = AuditFilter(
+        door_id=fields["door_id"] or None,
+        building_id=fields["building_id"] or None,
+        actor=fields["actor"] or None,
+        start=begin,
+        end=finish,
+        decision=fields["decision"] or None,
+        action=fields["action"] or None,
+    )
+    return AuditQuery(fields, where)
+
+
+def _visible(scope: Scope) -> frozenset[str] | None:
+    """Managers see their buildings' rows; administrators every row."""
+    return None if scope.is_admin else scope.building_ids
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(
+    console: ConsoleDep,
+    door_id: str | None = None,
+    building_id: str | None = None,
+    actor: str | None = None,
+    decision: str | None = None,
+    action: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    before: int | None = None,
+) -> HTMLResponse:
+    """One page of matching rows, newest first; ``before`` is the id the page starts below."""
+    query = audit_query(door_id, building_id, actor, decision, action, start, end)
+    rows = await AuditRepository(console.session).page(
+        query.where, _visible(console.scope), before, PAGE + 1
+    )
+    events = list(rows[:PAGE])
+    more = len(rows) > PAGE and events[-1].id is not None
+    return console.page(
+        "console/audit.html",
+        {
+            "events": events,
+            "query": query,
+            "next_url": f"?{query.query_string(before=str(events[-1].id))}" if more else None,
+            "csv_url": f"/console/audit.csv?{query.query_string()}",
+            "buildings": await console.buildings(),
+        },
+    )
+
+
+async def _csv_lines(
+    sessions: async_sessionmaker[AsyncSession],
+    where: AuditFilter,
+    visible: frozenset[str] | None,
+) -> AsyncIterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def drain() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(CSV_COLUMNS)
+    yield drain()
+    before_id: int | None = None
+    # Bounded: every batch moves before_id down, and a short batch ends the export.
+    while True:
+        async with sessions() as session:
+            rows = await AuditRepository(session).page(where, visible, before_id, CSV_BATCH)
+        for row in rows:
+            writer.writerow(csv_row(row))
+        if rows:
+            yield drain()
+        if len(rows) < CSV_BATCH:
+            return
+        before_id = rows[-1].id
+
+
+@router.get("/audit.csv")
+async def audit_csv(
+    console: ConsoleDep,
+    door_id: str | None = None,
+    building_id: str | None = None,
+    actor: str | None = None,
+    decision: str | None = None,
+    action: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> StreamingResponse:
+    """Every matching row as CSV (the columns of GET /v1/audit.csv), streamed."""
+    query = audit_query(door_id, building_id, actor, decision, action, start, end)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        _csv_lines(console.state.sessions, query.where, _visible(console.scope)),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="citykey-audit-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
