@@ -79,7 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "no identity provider configured: set CITYKEY_OIDC_ISSUER, CITYKEY_OIDC_CLIENT_ID "
                 "and CITYKEY_OIDC_CLIENT_SECRET (or, in dev, CITYKEY_DEV_IDENTITY=true)"
             )
-        relay = MqttRelay(settings.broker, settings.instance_id)
+        relay = MqttRelay(
+            settings.broker,
+            settings.instance_id,
+            share_events=settings.events_share_group or None,
+        )
         GatewayStatusTracker(sessions).attach(relay)
         ModeAckListener(sessions).attach(relay)
         DoorStatusRecorder(sessions).attach(relay)

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
     max_body_bytes: int = Field(default=65_536, ge=1_024, le=64 * 1024 * 1024)
     trusted_proxies: ProxyList = ""
+    events_share_group: str = Field(
+        default="",
+        description="Receive gateway events through the shared subscription $share/<group>/... "
+        "so that one API instance of the group handles each event. Only for a broker that "
+        "shares by publisher (EMQX's hash_clientid strategy): Mosquitto hands out messages in "
+        "turn, which splits one gateway's journal across instances (docs/operations.md). "
+        "Empty: every instance receives every event and the database keeps each one once.",
+    )
     # The web app (api/web/): signed session cookies. Empty in dev: a random secret is kept in
     # the key directory (web-session.key) so sign-ins survive a restart; required in production.
     session_secret: SecretStr = SecretStr("")
@@ -102,6 +110,11 @@ class Settings(BaseSettings):
         require_segment(self.instance_id, "instance id")
         if self.mqtt_url != EMBEDDED_BROKER:
             BrokerAddress.parse(self.mqtt_url)  # raises ValueError on a bad URL
+        if self.events_share_group:
+            require_segment(self.events_share_group, "events share group")
+            if self.mqtt_url == EMBEDDED_BROKER:
+                # amqtt acknowledges $share subscriptions but delivers nothing to them.
+                raise ValueError("CITYKEY_EVENTS_SHARE_GROUP needs a real broker, not the demo one")
         if self.broker_admin_url:
             if self.mqtt_url == EMBEDDED_BROKER:
                 raise ValueError("CITYKEY_BROKER_ADMIN_URL needs Mosquitto, not the demo broker")

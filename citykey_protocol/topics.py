@@ -83,6 +83,16 @@ EVENTS_FILTER = f"{ROOT}/gw/+/event"
 MODE_FILTER = f"{ROOT}/gw/+/mode"
 
 
+API_SHARE_GROUP = "citykey-api"
+"""Shared-subscription group of the API instances (docs/operations.md, "Scale-out")."""
+
+
+def shared_filter(topic_filter: str, group: str = API_SHARE_GROUP) -> str:
+    """``$share/<group>/<filter>``: the broker hands each matching message to one member of
+    ``group`` instead of to every subscriber (MQTT 5, and Mosquitto under 3.1.1 too)."""
+    return f"$share/{require_segment(group, 'share group')}/{topic_filter}"
+
+
 def acks_filter(instance_id: str) -> str:
     """Subscription an API instance uses to receive the acks addressed to it."""
     return f"{ROOT}/gw/+/ack/{require_segment(instance_id, 'instance id')}"

@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -51,8 +53,37 @@ class SimulatedGateway:
     task: "asyncio.Task[None] | None" = None
 
 
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """What one fleet process holds right now (``citykey-sim --report``)."""
+
+    gateways: int
+    connected: int
+    keyset_versions: dict[int, int]
+    """``ver`` of the trusted key set -> how many gateways hold it."""
+    revocation_versions: dict[int, int]
+    """Version of the applied revocation list -> how many gateways hold it (0: none yet)."""
+    actuations: int
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready (version keys as strings)."""
+        return {
+            "gateways": self.gateways,
+            "connected": self.connected,
+            "keyset_versions": {str(k): v for k, v in self.keyset_versions.items()},
+            "revocation_versions": {str(k): v for k, v in self.revocation_versions.items()},
+            "actuations": self.actuations,
+        }
+
+
 class Fleet:
-    """Starts and stops many simulated gateways in the running event loop."""
+    """Starts and stops many simulated gateways in the running event loop.
+
+    ``shard=(index, count)`` keeps only every ``count``-th gateway of the layout starting at
+    ``index``: ``citykey-sim --processes N`` runs one shard per process, so a fleet of
+    thousands spreads over the cores while every gateway still runs the real daemon with its
+    own broker session.
+    """
 
     def __init__(
         self,
@@ -61,21 +92,50 @@ class Fleet:
         keys: KeySet,
         *,
         actuation_delay_s: float = 0.0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        index, count = shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         self.members: dict[str, SimulatedGateway] = {}
-        for gid, doors in layout:
+        for position, (gid, doors) in enumerate(layout):
+            if position % count != index:
+                continue
             config = replace(template, gateway_id=gid, doors=doors)
             lock = SimulatedLock(sorted(doors.values()), actuation_delay_s=actuation_delay_s)
             self.members[gid] = SimulatedGateway(Gateway(config, lock, keys), lock)
 
-    async def start(self, *, wait_online: float | None = 10.0) -> None:
-        for member in self.members.values():
+    async def start(self, *, wait_online: float | None = 10.0, ramp_s: float = 0.0) -> None:
+        """Start every gateway; with ``ramp_s`` > 0 spread the first connects over about that
+        many seconds (small batches, jittered), so a large fleet does not hit the broker with
+        thousands of CONNECTs in the same instant. ``wait_online`` bounds the wait for all
+        of them to be connected (None or 0: do not wait)."""
+        members = list(self.members.values())
+        batch = 25
+        pause = ramp_s / max(1, len(members) / batch) if ramp_s > 0 else 0.0
+        for number, member in enumerate(members):
             member.task = asyncio.create_task(member.gateway.run())
+            if pause and number % batch == batch - 1:
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
         if wait_online:
             async with asyncio.timeout(wait_online):
                 await asyncio.gather(*(m.gateway.connected.wait() for m in self.members.values()))
 
+    def snapshot(self) -> FleetSnapshot:
+        """Counts over this process's gateways (what the bench waits on)."""
+        members = self.members.values()
+        return FleetSnapshot(
+            gateways=len(self.members),
+            connected=sum(m.gateway.connected.is_set() for m in members),
+            keyset_versions=dict(Counter(m.gateway.keysets.version for m in members)),
+            revocation_versions=dict(
+                Counter(m.gateway.offline.revocations.version for m in members)
+            ),
+            actuations=sum(m.gateway.actuations for m in members),
+        )
+
     async def stop(self) -> None:
+        """Say goodbye from every gateway and end their tasks."""
         for member in self.members.values():
             await member.gateway.stop()
             if member.task is not None:

@@ -85,3 +85,12 @@ def test_openid_connect_settings_go_together(missing: str) -> None:
 
 def test_dev_mode_needs_no_openid_connect() -> None:
     assert not Settings().oidc_configured
+
+
+def test_events_share_group_needs_a_real_broker() -> None:
+    with pytest.raises(ValidationError, match="real broker"):
+        Settings(events_share_group="citykey-api")
+    with pytest.raises(ValidationError, match="share group"):
+        Settings(mqtt_url="mqtt://broker:1883", events_share_group="a/b")
+    settings = Settings(mqtt_url="mqtt://broker:1883", events_share_group="citykey-api")
+    assert settings.events_share_group == "citykey-api"

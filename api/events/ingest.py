@@ -62,10 +62,18 @@ class EventIngestor:
         *,
         batch_max: int = 1000,
         linger_s: float = 0.02,
+        max_writers: int = 4,
     ) -> None:
         self._sessions = sessions
         self._batch_max = batch_max
         self._linger_s = linger_s
+        # At most this many storing transactions at once, whatever the number of gateways
+        # with events queued: a fleet reconnecting after a broker restart delivers one event
+        # (journal_started, resends) from thousands of gateways in the same second, and one
+        # transaction each at once drained the connection pool (pool timeouts, failed
+        # batches, unlock requests starved). Waiting here lets more of a gateway's events
+        # gather into its next batch instead.
+        self._writers = asyncio.Semaphore(max_writers)
         self._relay: MqttRelay | None = None
         self._queues: dict[str, list[GatewayEvent]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -103,7 +111,8 @@ class EventIngestor:
         try:
             while queue:
                 await asyncio.sleep(self._linger_s)  # let a burst gather into one batch
-                batch = queue[: self._batch_max]
+                await self._writers.acquire()
+                batch = queue[: self._batch_max]  # taken after the wait: the most it can be
                 del queue[: self._batch_max]
                 try:
                     outcome = await self._store(gateway_id, batch)
@@ -120,6 +129,8 @@ class EventIngestor:
                     self.stats.failed_batches += 1
                     log.exception("%d events of %s not stored", len(batch), gateway_id)
                     continue
+                finally:
+                    self._writers.release()
                 if outcome is not None:
                     await self._acknowledge(gateway_id, outcome)
         finally:

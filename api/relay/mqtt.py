@@ -24,6 +24,7 @@ from citykey_protocol.topics import (
     GatewayTopics,
     acks_filter,
     parse_gateway_topic,
+    shared_filter,
 )
 from citykey_protocol.transport import BrokerAddress
 
@@ -72,9 +73,16 @@ EventListener = Callable[[GatewayEvent], Coroutine[Any, Any, None]]
 class MqttRelay:
     """The API's broker session. Start it once per process; it reconnects by itself."""
 
-    def __init__(self, broker: BrokerAddress, instance_id: str) -> None:
+    def __init__(
+        self, broker: BrokerAddress, instance_id: str, *, share_events: str | None = None
+    ) -> None:
         self._broker = broker
         self.instance_id = instance_id
+        self.share_events = share_events
+        """Shared-subscription group for gateway events (one instance of the group gets each
+        event), or None: every instance gets every event. Never for the embedded broker
+        (amqtt acknowledges ``$share/...`` but delivers nothing). Statuses are never shared:
+        every instance keeps every gateway's status in memory (gateway_online)."""
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, _Pending] = {}
         self._status: dict[str, GatewayStatus] = {}
@@ -188,8 +196,11 @@ class MqttRelay:
         while True:
             try:
                 async with self._broker.client(self.instance_id, keepalive=15) as client:
+                    events = EVENTS_FILTER
+                    if self.share_events is not None:
+                        events = shared_filter(EVENTS_FILTER, self.share_events)
                     await client.subscribe(
-                        [(acks_filter(self.instance_id), 1), (STATUS_FILTER, 1), (EVENTS_FILTER, 1)]
+                        [(acks_filter(self.instance_id), 1), (STATUS_FILTER, 1), (events, 1)]
                     )
                     self._client = client
                     self._connected.set()
