@@ -17,7 +17,10 @@ inserting transaction, on PostgreSQL, the hook
    PostgreSQL makes a commit visible before it releases the transaction's locks);
 3. sets ``id``, ``prev_hash`` and ``hash`` on the new records; the INSERT follows.
 
-The lock is released by the commit (or rollback). Ids are drawn under the lock, so id order is
+The lock is released by the commit (or rollback). Requests that append at the same time can
+share one such transaction through the batched writer (api/audit/writer.py, used by the unlock
+path): one lock, one multi-row INSERT and one COMMIT for the whole batch, stamped by
+:func:`seal` like a flush. Ids are drawn under the lock, so id order is
 chain order; a rolled-back append leaves a gap in the ids and nothing in the chain. Nothing is
 ever updated, which is what lets the API's database role be denied UPDATE and DELETE on
 ``audit_events`` (migration 0003). On SQLite (the demo, one process) the hook takes SQLite's
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import event, inspect, select, text
+from sqlalchemy import Connection, event, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -146,9 +149,15 @@ _TAIL = _TAIL.order_by(col(AuditEvent.id).desc()).limit(1)
 
 def _seal(session: Session, _flush_context: object, _instances: object) -> None:
     records = _pending(session)
-    if not records:
-        return
-    connection = session.connection()
+    if records:
+        seal(session.connection(), records)
+
+
+def seal(connection: Connection, records: Sequence[AuditEvent]) -> None:
+    """Lock the chain for the connection's transaction and set ``id``, ``prev_hash`` and
+    ``hash`` on ``records`` (in that order); the caller inserts them and commits, which
+    releases the lock. Used at flush time (above) and by the batched writer
+    (api/audit/writer.py)."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         # A new statement after the lock: its snapshot includes the previous holder's commit.

@@ -2,7 +2,9 @@
 
 Durability rule: the audit record of an allowed unlock is committed *before* the command
 leaves for the gateway, so a door never moves without a durable authorization record. The
-result is recorded in a second, append-only row.
+result is recorded in a second, append-only row. Rows go through the batched audit writer:
+alone, a row commits with the request's own changes (a limited grant's use, the rate-limit
+event); under contention those commit just before it and the row joins a shared batch.
 """
 
 import asyncio
@@ -12,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from api.access import policy
 from api.access.facts import DoorRow
 from api.access.service import AccessService
 from api.audit.models import AuditEvent
-from api.audit.repository import AuditRepository
+from api.audit.writer import AuditWriter
 from api.db import UNIT_STARTED, DatabaseUnavailableError
 from api.errors import ApiError
 from api.identity.models import User
@@ -80,7 +82,12 @@ class UnlockService:
     ) -> None:
         self._session = session
         self._access = AccessService(session)
-        self._audit = AuditRepository(session)
+        bind = session.bind
+        if isinstance(bind, AsyncConnection):
+            bind = bind.engine
+        if not isinstance(bind, AsyncEngine):
+            raise TypeError("the unlock service needs a session bound to an engine")
+        self._writer = AuditWriter.for_engine(bind)
         self._relay = relay
         self._minter = minter
         self._timeout_s = timeout_s
@@ -231,9 +238,12 @@ class UnlockService:
         reason: str | None = None,
         result: str | None = None,
     ) -> float:
-        """Append one audit row and commit it (with any pending use count change)."""
+        """Append one audit row to the chain and commit it with the request's pending
+        changes (use count, rate limit); return once committed. Through the batched writer
+        (api/audit/writer.py): concurrent unlocks share one chained transaction instead of
+        queueing for the chain's lock one by one."""
         latency_ms = attempt.elapsed_ms()
-        self._audit.add(
+        await self._writer.append(
             AuditEvent(
                 actor=attempt.user.id,
                 action=action,
@@ -246,7 +256,7 @@ class UnlockService:
                 result=result,
                 latency_ms=latency_ms if result or reason else None,
                 detail={"rule_id": attempt.rule_id} if attempt.rule_id else {},
-            )
+            ),
+            self._session,
         )
-        await self._session.commit()
         return latency_ms
