@@ -51,9 +51,28 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = True,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate", help="Bring the database to the newest schema first")
+    ] = False,
 ) -> None:
     """Run the API server (settings from CITYKEY_* environment variables)."""
-    Settings()  # validate before binding a port: a bad setting fails here, loudly
+    from api.migrate import current_revision, newest_revision, upgrade
+
+    settings = Settings()  # validate before binding a port: a bad setting fails here, loudly
+    if settings.is_sqlite:
+        # SQLite creates the file, not its folder.
+        _sqlite_folder(settings.database_url).mkdir(parents=True, exist_ok=True)
+    if migrate_first:
+        upgrade(settings.database_url)
+    # A server on an old or empty schema would fail on every request; say so once, up front.
+    at, newest = asyncio.run(current_revision(settings.database_url)), newest_revision()
+    if at != newest:
+        typer.echo(
+            f"the database is at schema {at or '(empty)'}, this code needs {newest}: "
+            "run `citykey migrate` (or `citykey serve --migrate`)",
+            err=True,
+        )
+        raise typer.Exit(2)
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -66,12 +85,21 @@ def serve(
     )
 
 
+def _sqlite_folder(database_url: str) -> Path:
+    """The folder of a sqlite+aiosqlite:///path URL's file."""
+    path = database_url.split(":///", 1)[-1].split("?", 1)[0]
+    return Path(path).parent
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database (CITYKEY_DATABASE_URL) to the newest schema."""
     from api.migrate import upgrade
 
-    upgrade(Settings().database_url)
+    settings = Settings()
+    if settings.is_sqlite:
+        _sqlite_folder(settings.database_url).mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
     typer.echo("database is at the newest schema")
 
 
