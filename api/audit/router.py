@@ -4,18 +4,15 @@ Managers see the rows of the buildings in their scope; rows without a building (
 changes, for example) are for administrators only.
 """
 
-import csv
-import io
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.audit.export import csv_lines
 from api.audit.repository import AuditFilter, AuditRepository
-from api.audit.schemas import CSV_COLUMNS, AuditEventOut, csv_row, event_out
+from api.audit.schemas import AuditEventOut, event_out
 from api.authz import Scope
 from api.common import as_utc
 from api.deps import ManagerScopeDep, SessionDep, StateDep
@@ -24,7 +21,6 @@ from api.owners.schemas import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
-CSV_BATCH = 500
 """Rows per query while streaming CSV: memory stays flat however long the export."""
 
 Id = Annotated[str | None, Query(min_length=1, max_length=64)]
@@ -98,36 +94,6 @@ async def query_audit(
     return Page(items=items, next_cursor=next_cursor)
 
 
-async def _csv_lines(
-    sessions: async_sessionmaker[AsyncSession],
-    where: AuditFilter,
-    building_ids: frozenset[str] | None,
-) -> AsyncIterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def drain() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield drain()
-    before_id: int | None = None
-    while True:
-        # A short session per batch: the export holds no connection between batches.
-        async with sessions() as session:
-            rows = await AuditRepository(session).page(where, building_ids, before_id, CSV_BATCH)
-        for row in rows:
-            writer.writerow(csv_row(row))
-        if rows:
-            yield drain()
-        if len(rows) < CSV_BATCH:
-            return
-        before_id = rows[-1].id
-
-
 @router.get(
     "/audit.csv",
     summary="Export the audit trail as CSV",
@@ -144,7 +110,7 @@ async def export_audit(
     building_id, door_id, gateway_id, decision, reason, result, command_id, latency_ms,
     detail as JSON)."""
     return StreamingResponse(
-        _csv_lines(state.sessions, where, _visible_buildings(scope)),
+        csv_lines(state.sessions, where, _visible_buildings(scope)),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
     )

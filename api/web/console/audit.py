@@ -5,19 +5,15 @@ connections stay flat however long the export); its cells go through the audit p
 ``csv_row``, which neutralises spreadsheet formulas (a leading = + - @ gets an apostrophe).
 """
 
-import csv
-import io
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.audit.export import csv_lines
 from api.audit.repository import AuditFilter, AuditRepository
-from api.audit.schemas import CSV_COLUMNS, csv_row
 from api.authz import Scope
 from api.errors import ApiError
 from api.web.console import forms
@@ -26,7 +22,6 @@ from api.web.console.common import PREFIX, ConsoleDep, ConsoleRoute
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute)
 
 PAGE = 50
-CSV_BATCH = 500
 DECISIONS = ("allow", "deny")
 
 
@@ -120,36 +115,6 @@ async def audit_page(
     )
 
 
-async def _csv_lines(
-    sessions: async_sessionmaker[AsyncSession],
-    where: AuditFilter,
-    visible: frozenset[str] | None,
-) -> AsyncIterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def drain() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield drain()
-    before_id: int | None = None
-    # Bounded: every batch moves before_id down, and a short batch ends the export.
-    while True:
-        async with sessions() as session:
-            rows = await AuditRepository(session).page(where, visible, before_id, CSV_BATCH)
-        for row in rows:
-            writer.writerow(csv_row(row))
-        if rows:
-            yield drain()
-        if len(rows) < CSV_BATCH:
-            return
-        before_id = rows[-1].id
-
-
 @router.get("/audit.csv")
 async def audit_csv(
     console: ConsoleDep,
@@ -165,7 +130,7 @@ async def audit_csv(
     query = audit_query(door_id, building_id, actor, decision, action, start, end)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        _csv_lines(console.state.sessions, query.where, _visible(console.scope)),
+        csv_lines(console.state.sessions, query.where, _visible(console.scope)),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="citykey-audit-{stamp}.csv"',
