@@ -1,5 +1,8 @@
-"""Helpers shared by the benchmarks: statistics, free ports, a private Mosquitto."""
+"""Helpers shared by the benchmarks: statistics, free ports, a private Mosquitto, a fresh
+PostgreSQL database, the API's environment and the simulated fleet's command line."""
 
+import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -8,6 +11,81 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import asyncpg
+
+PG_ADMIN = os.environ.get("CITYKEY_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_BASE = os.environ.get("CITYKEY_BENCH_PG_URL", "postgres@127.0.0.1:5432")
+
+
+async def create_database(prefix: str) -> str:
+    """A new, empty database named ``<prefix>_<random>``; its name."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    """Drop the bench's database, whoever is still connected."""
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def sqlalchemy_url(name: str) -> str:
+    """The API's CITYKEY_DATABASE_URL for database ``name``."""
+    return f"postgresql+asyncpg://{PG_BASE}/{name}"
+
+
+def asyncpg_url(name: str) -> str:
+    """A plain asyncpg DSN for database ``name`` (the bench's own queries)."""
+    return f"postgresql://{PG_BASE}/{name}"
+
+
+def api_environment(
+    database_url: str, mqtt_url: str, key_dir: Path, issuer: str, **extra: str
+) -> dict[str, str]:
+    """Environment of a ``citykey serve`` process: this one's, plus the bench's settings
+    (``extra`` maps CITYKEY_* names to values)."""
+    return {
+        **os.environ,
+        "CITYKEY_DATABASE_URL": database_url,
+        "CITYKEY_MQTT_URL": mqtt_url,
+        "CITYKEY_KEY_DIR": str(key_dir),
+        "CITYKEY_ISSUER": issuer,
+        **extra,
+    }
+
+
+def sim_command(
+    bin_dir: Path,
+    mqtt_url: str,
+    issuer: str,
+    work: Path,
+    *,
+    prefix: str,
+    gateways: int,
+    doors: int,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The ``citykey-sim`` command line of a bench fleet that trusts ``issuer``'s keys."""
+    return [
+        str(bin_dir / "citykey-sim"),
+        *("--mqtt-url", mqtt_url),
+        *("--issuer", issuer),
+        *("--jwks-url", f"{issuer}/.well-known/jwks.json"),
+        *("--key-cache", str(work / "sim-jwks.json")),
+        *("--prefix", prefix),
+        *("--gateways", str(gateways)),
+        *("--doors", str(doors)),
+        *extra,
+    ]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -51,11 +51,17 @@ from api.demo import CITIZEN_ID, seed_demo
 from api.keys.keyring import KeyRing, add_next
 from api.migrate import upgrade
 from api.settings import Settings
-from bench.common import free_port, wait_for_port
+from bench.common import (
+    api_environment,
+    asyncpg_url,
+    create_database,
+    drop_database,
+    free_port,
+    sim_command,
+    sqlalchemy_url,
+    wait_for_port,
+)
 from firmware_sim.fleet import FleetLayout
-
-PG_ADMIN = os.environ.get("CITYKEY_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_BASE = os.environ.get("CITYKEY_BENCH_PG_URL", "postgres@127.0.0.1:5432")
 
 
 def raise_fd_limit() -> int:
@@ -254,11 +260,8 @@ async def main() -> None:
     fds = raise_fd_limit()
 
     work = Path(tempfile.mkdtemp(prefix="citykey-fleet-"))
-    db_name = f"citykey_fleet_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    database_url = f"postgresql+asyncpg://{PG_BASE}/{db_name}"
+    db_name = await create_database("citykey_fleet")
+    database_url = sqlalchemy_url(db_name)
     mosquitto = PersistentMosquitto()
     api: subprocess.Popen[bytes] | None = None
     sim: subprocess.Popen[bytes] | None = None
@@ -271,18 +274,12 @@ async def main() -> None:
             f" open files {fds}): {layout.gateways} gateways x {layout.doors_per_gateway} doors"
             f" in {args.sim_processes} sim processes; seeded in {time.monotonic() - t0:.1f}s"
         )
-        pg = await asyncpg.connect(f"postgresql://{PG_BASE}/{db_name}")
+        pg = await asyncpg.connect(asyncpg_url(db_name))
         key_dir = work / "keys"
         KeyRing.initialize(key_dir)
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "CITYKEY_DATABASE_URL": database_url,
-            "CITYKEY_MQTT_URL": mosquitto.url,
-            "CITYKEY_KEY_DIR": str(key_dir),
-            "CITYKEY_ISSUER": issuer,
-        }
+        env = api_environment(database_url, mosquitto.url, key_dir, issuer)
         bin_dir = Path(sys.executable).parent
         api = subprocess.Popen(
             [str(bin_dir / "citykey"), "serve", "--port", str(port), "--no-access-log"],
@@ -302,19 +299,21 @@ async def main() -> None:
         # 1. connect
         started_at = datetime.now(UTC) - timedelta(seconds=1)
         sim = subprocess.Popen(
-            [
-                str(bin_dir / "citykey-sim"),
-                "--mqtt-url", mosquitto.url,
-                "--issuer", issuer,
-                "--jwks-url", f"{issuer}/.well-known/jwks.json",
-                "--key-cache", str(work / "sim-jwks.json"),
-                "--prefix", layout.prefix,
-                "--gateways", str(layout.gateways),
-                "--doors", str(layout.doors_per_gateway),
-                "--processes", str(args.sim_processes),
-                "--keyset-poll", "0",  # the broker's retained copy only: what is measured
-                "--report", "0.2",
-            ],
+            sim_command(
+                bin_dir,
+                mosquitto.url,
+                issuer,
+                work,
+                prefix=layout.prefix,
+                gateways=layout.gateways,
+                doors=layout.doors_per_gateway,
+                extra=[
+                    *("--processes", str(args.sim_processes)),
+                    # The broker's retained copy only: what is measured.
+                    *("--keyset-poll", "0"),
+                    *("--report", "0.2"),
+                ],
+            ),
             stdout=subprocess.PIPE,
             stderr=log_file(work / "sim.log"),
         )  # fmt: skip
@@ -444,9 +443,7 @@ async def main() -> None:
         mosquitto.close()
         if pg is not None:
             await pg.close()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(db_name)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -38,10 +37,20 @@ from api.identity.dev_provider import DevIdentityProvider
 from api.keys.keyring import KeyRing
 from api.migrate import upgrade
 from api.settings import Settings
-from bench.common import PrivateMosquitto, free_port, summary, wait_for_port
+from bench.common import (
+    PrivateMosquitto,
+    api_environment,
+    asyncpg_url,
+    create_database,
+    drop_database,
+    free_port,
+    sim_command,
+    sqlalchemy_url,
+    summary,
+    wait_for_port,
+)
 from firmware_sim.fleet import FleetLayout
 
-PG_ADMIN = os.environ.get("CITYKEY_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LAYOUT = FleetLayout("inst-gw", gateways=20, doors_per_gateway=5)
 
 
@@ -204,18 +213,15 @@ async def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="citykey-instances-"))
-    db_name = f"citykey_inst_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
+    db_name = await create_database("citykey_inst")
+    database_url = sqlalchemy_url(db_name)
     mosquitto = PrivateMosquitto()
     processes: list[subprocess.Popen[bytes]] = []
     load: Load | None = None
     pg: asyncpg.Connection | None = None
     try:
         door_ids = await prepare_database(database_url)
-        pg = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{db_name}")
+        pg = await asyncpg.connect(asyncpg_url(db_name))
         key_dir = work / "keys"
         KeyRing.initialize(key_dir)
         ports = [free_port(), free_port()]
@@ -223,15 +229,14 @@ async def main() -> None:
         bin_dir = Path(sys.executable).parent
 
         def serve(index: int) -> subprocess.Popen[bytes]:
-            env = {
-                **os.environ,
-                "CITYKEY_DATABASE_URL": database_url,
-                "CITYKEY_MQTT_URL": mosquitto.url,
-                "CITYKEY_KEY_DIR": str(key_dir),
-                "CITYKEY_ISSUER": issuer,
-                "CITYKEY_INSTANCE_ID": f"api-bench-{index + 1}",
-                "CITYKEY_UNLOCK_RATE_PER_MINUTE": "0",  # the bench opens doors on purpose
-            }
+            env = api_environment(
+                database_url,
+                mosquitto.url,
+                key_dir,
+                issuer,
+                CITYKEY_INSTANCE_ID=f"api-bench-{index + 1}",
+                CITYKEY_UNLOCK_RATE_PER_MINUTE="0",  # the bench opens doors on purpose
+            )
             process = subprocess.Popen(
                 [str(bin_dir / "citykey"), "serve", "--port", str(ports[index]), "--no-access-log"],
                 env=env,
@@ -244,19 +249,18 @@ async def main() -> None:
 
         first = serve(0)
         sim = subprocess.Popen(
-            [
-                str(bin_dir / "citykey-sim"),
-                "--mqtt-url", mosquitto.url,
-                "--issuer", issuer,
-                "--jwks-url", f"{issuer}/.well-known/jwks.json",
-                "--key-cache", str(work / "sim-jwks.json"),
-                "--prefix", LAYOUT.prefix,
-                "--gateways", str(LAYOUT.gateways),
-                "--doors", str(LAYOUT.doors_per_gateway),
-            ],
+            sim_command(
+                bin_dir,
+                mosquitto.url,
+                issuer,
+                work,
+                prefix=LAYOUT.prefix,
+                gateways=LAYOUT.gateways,
+                doors=LAYOUT.doors_per_gateway,
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         processes.append(sim)
         token = DevIdentityProvider.load(key_dir, issuer, "citykey-api").issue(CITIZEN_ID)
         headers = {"Authorization": f"Bearer {token}"}
@@ -314,9 +318,7 @@ async def main() -> None:
         for process in reversed(processes):
             stop(process)
         mosquitto.stop()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(db_name)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,11 +32,20 @@ from api.identity.dev_provider import DevIdentityProvider
 from api.keys.keyring import KeyRing
 from api.migrate import upgrade
 from api.settings import Settings
-from bench.common import PrivateMosquitto, free_port, summary, wait_for_port
+from bench.common import (
+    PrivateMosquitto,
+    api_environment,
+    create_database,
+    drop_database,
+    free_port,
+    sim_command,
+    sqlalchemy_url,
+    summary,
+    wait_for_port,
+)
 from citykey_protocol.transport import BrokerAddress
 from firmware_sim.fleet import FleetLayout
 
-PG_ADMIN = os.environ.get("CITYKEY_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LAYOUT = FleetLayout("bench-gw", gateways=4, doors_per_gateway=5)
 
 
@@ -119,11 +127,8 @@ async def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="citykey-bench-"))
-    db_name = f"citykey_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    await admin.close()
-    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
+    db_name = await create_database("citykey_bench")
+    database_url = sqlalchemy_url(db_name)
     mosquitto = PrivateMosquitto()
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -132,16 +137,11 @@ async def main() -> None:
         KeyRing.initialize(key_dir)
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "CITYKEY_DATABASE_URL": database_url,
-            "CITYKEY_MQTT_URL": mosquitto.url,
-            "CITYKEY_KEY_DIR": str(key_dir),
-            "CITYKEY_ISSUER": issuer,
-            # The bench opens each door ~50 times a minute on purpose; 0 switches the
-            # per-citizen limit off (it is measured separately in tests/abuse).
-            "CITYKEY_UNLOCK_RATE_PER_MINUTE": "0",
-        }
+        # The bench opens each door ~50 times a minute on purpose; 0 switches the
+        # per-citizen limit off (it is measured separately in tests/abuse).
+        env = api_environment(
+            database_url, mosquitto.url, key_dir, issuer, CITYKEY_UNLOCK_RATE_PER_MINUTE="0"
+        )
         bin_dir = Path(sys.executable).parent
         processes.append(
             subprocess.Popen(
@@ -154,23 +154,15 @@ async def main() -> None:
         wait_for_port(port, 30)
         processes.append(
             subprocess.Popen(
-                [
-                    str(bin_dir / "citykey-sim"),
-                    "--mqtt-url",
+                sim_command(
+                    bin_dir,
                     mosquitto.url,
-                    "--issuer",
                     issuer,
-                    "--jwks-url",
-                    f"{issuer}/.well-known/jwks.json",
-                    "--key-cache",
-                    str(work / "sim-jwks.json"),
-                    "--prefix",
-                    LAYOUT.prefix,
-                    "--gateways",
-                    str(LAYOUT.gateways),
-                    "--doors",
-                    str(LAYOUT.doors_per_gateway),
-                ],
+                    work,
+                    prefix=LAYOUT.prefix,
+                    gateways=LAYOUT.gateways,
+                    doors=LAYOUT.doors_per_gateway,
+                ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -249,9 +241,7 @@ async def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         mosquitto.stop()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(db_name)
 
 
 if __name__ == "__main__":
