@@ -432,7 +432,7 @@ async def main() -> None:
         print(
             f"revocations   a list on all {n} gateways "
             f"{fmt(took)} after the revoked rows were committed"
-            f" (API background pass every 5 s, one transaction + publish per gateway)"
+            f" (API background pass every 5 s, one transaction + publish per gateway, 4 at a time)"
         )
         print(f"logs: {work}")
     finally:

@@ -58,6 +58,8 @@ REPUBLISH_INTERVAL_S = 5.0
 instance (or whose publish failed) waits once the broker is reachable."""
 REFRESH_S = 300.0
 """Seconds after which the current version of a list is sent again, unchanged."""
+PARALLEL = 4
+"""Gateways published to at once by one pass."""
 
 
 def version_floor(now: float | None = None) -> int:
@@ -132,19 +134,33 @@ class RevocationPublisher:
             async with self._sessions() as session:
                 lists = await OfflineTokenRepository(session).revoked_by_gateway(now)
             wanted = set(lists) if gateway_ids is None else set(gateway_ids)
-            published: list[str] = []
-            for gateway_id in sorted(wanted):
+            # Gateways are independent (one short transaction and one publish each), so a few
+            # go at once: after a restart every gateway with revoked tokens needs a new version,
+            # and one at a time that took 10-15 s for 2,000 (docs/performance.md). Bounded, so
+            # the pass never holds more than PARALLEL of the pool's connections.
+            slots = asyncio.Semaphore(PARALLEL)
+
+            async def one(gateway_id: str) -> str | None:
                 current = frozenset(lists.get(gateway_id, ()))
                 known = self._published.get(gateway_id)
-                if known is None or not current <= known.jtis:
-                    sent = await self._publish_new_version(gateway_id, now)
-                elif time.monotonic() - known.at >= self._refresh_s:
-                    sent = await self._refresh(gateway_id, known, now)
-                else:
-                    continue
-                if sent:
-                    published.append(gateway_id)
-            return published
+                async with slots:
+                    if known is None or not current <= known.jtis:
+                        sent = await self._publish_new_version(gateway_id, now)
+                    elif time.monotonic() - known.at >= self._refresh_s:
+                        sent = await self._refresh(gateway_id, known, now)
+                    else:
+                        return None
+                return gateway_id if sent else None
+
+            # Every gateway's attempt finishes before the pass ends (no task outlives the lock);
+            # then the first failure, if any, is the pass's failure, as before.
+            results = await asyncio.gather(
+                *(one(g) for g in sorted(wanted)), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return [gateway_id for gateway_id in results if isinstance(gateway_id, str)]
 
     async def _publish_new_version(self, gateway_id: str, now: datetime) -> bool:
         async with self._sessions() as session:
