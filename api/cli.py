@@ -316,6 +316,7 @@ async def _demo(port: int, broker_port: int, gateways: int, doors: int, data_dir
     )
     fleet = Fleet(layout, template, KeySet.from_jwks(jwks))
     await fleet.start()
+    fleet.report_state()  # the console shows bolts, door contacts and batteries at once
 
     token = DevIdentityProvider.load(
         settings.key_dir, settings.issuer, settings.identity_audience

@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report", type=float, default=0.0, help="print a JSON status line every S seconds"
     )
+    parser.add_argument(
+        "--report-state",
+        action="store_true",
+        help="every lock reports bolt, door contact and battery once at start (demo consoles)",
+    )
     parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)  # set for children
     return parser
 
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ramp = args.ramp if args.ramp is not None else args.gateways / CONNECTS_PER_SECOND
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(fleet, ramp, args.report, args.shard))
+        asyncio.run(_run(fleet, ramp, args.report, args.shard, args.report_state))
 
 
 def _supervise(argv: list[str], processes: int) -> int:
@@ -148,13 +153,17 @@ def _supervise(argv: list[str], processes: int) -> int:
     return status
 
 
-async def _run(fleet: Fleet, ramp_s: float, report_s: float, shard: str) -> None:
+async def _run(
+    fleet: Fleet, ramp_s: float, report_s: float, shard: str, report_state: bool = False
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     reporter = asyncio.create_task(_report(fleet, report_s, shard)) if report_s > 0 else None
     await fleet.start(wait_online=None, ramp_s=ramp_s)
+    if report_state:
+        fleet.report_state()  # journaled: delivered once each gateway is connected
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(60 + ramp_s):
             await asyncio.wait(

@@ -168,6 +168,16 @@ class SimulatedLock:
         self.state(channel).tampered = active
         self._emit(channel, "tamper", active=active)
 
+    def report_state(self, channel: int) -> None:
+        """Say what the lock on ``channel`` knows now (bolt, door contact, battery), as real
+        locks do when their gateway boots, so that a console has something to show before
+        the first door moves."""
+        state = self.state(channel)
+        self._emit(channel, "locked" if state.locked else "unlocked")
+        self._emit(channel, "door_opened" if state.door_open else "door_closed")
+        if state.battery_pct is not None:
+            self._emit(channel, "battery", pct=state.battery_pct)
+
     def battery(self, channel: int, pct: int) -> None:
         """The lock on ``channel`` reports its battery level (percent)."""
         self.state(channel).battery_pct = pct

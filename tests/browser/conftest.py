@@ -383,6 +383,7 @@ def live_api(
         str(DEMO_LAYOUT.gateways),
         "--doors",
         str(DEMO_LAYOUT.doors_per_gateway),
+        "--report-state",  # batteries and door contacts on the console, as in `make demo`
     ]
     fleet, log = _processes.spawn("fleet", argv)
     _wait_gateways_online(api, fleet, log)
