@@ -70,8 +70,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        # At most twice CITYKEY_DB_POOL_SIZE connections, as before, but all of them kept
+        # open once opened: "overflow" connections were closed on return and reopened by the
+        # next burst (TLS probe, start-up, codecs: ~5 % of the API's CPU at 100 unlocks/s).
+        # LIFO: the connections in use stay few and warm; the rest idle at the bottom.
+        pool_size=2 * settings.db_pool_size,
+        max_overflow=0,
+        pool_use_lifo=True,
         pool_timeout=settings.db_pool_timeout_s,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
@@ -98,7 +103,9 @@ def _install_bounded_ping(engine: AsyncEngine, timeout_s: float) -> None:
             return  # just opened: the handshake was the check
         driver: asyncpg.Connection = dbapi.driver_connection
         try:
-            await_only(driver.fetchval("SELECT 1", timeout=timeout_s))
+            # Simple-query protocol (no statement cache, no parameters, no result decoding):
+            # the same round trip as a prepared SELECT 1 at a fraction of its CPU.
+            await_only(driver.execute("SELECT 1", timeout=timeout_s))
         except Exception as exc:  # any failure: this connection must not be lent
             log.warning("pooled database connection failed its check: %r", exc)
             raise sa_exc.DisconnectionError(f"ping failed: {exc!r}") from exc

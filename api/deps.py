@@ -14,7 +14,7 @@ from api.db import session_scope
 from api.errors import ApiError
 from api.identity.models import User
 from api.identity.repository import ensure_user
-from api.identity.verifier import IdentityTokenError
+from api.identity.verifier import IdentityTokenError, Principal
 from api.keys.keyring import KeyRing
 from api.relay.mqtt import MqttRelay
 from api.settings import Settings
@@ -61,22 +61,44 @@ async def get_relay(state: StateDep) -> MqttRelay:
 
 RelayDep = Annotated[MqttRelay, Depends(get_relay)]
 
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def unknown_user() -> ApiError:
+    """The 401 for a valid token whose subject is not a citykey user."""
+    return ApiError(
+        401,
+        "unknown_user",
+        "the token's subject is not a citykey user",
+        headers=BEARER_CHALLENGE,
+    )
+
+
 _bearer = HTTPBearer(auto_error=False, description="An identity token from the identity provider")
 
 
-async def get_current_user(
+async def get_principal(
     state: StateDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """The signed-in user: bearer token verified by signature and claims, user known to us."""
-    challenge = {"WWW-Authenticate": "Bearer"}
+) -> Principal:
+    """The verified caller of the bearer token (signature and claims); no database work."""
     if credentials is None:
-        raise ApiError(401, "unauthorized", "a bearer token is required", headers=challenge)
+        raise ApiError(401, "unauthorized", "a bearer token is required", headers=BEARER_CHALLENGE)
     try:
-        principal = await state.verifier.verify(credentials.credentials)
+        return await state.verifier.verify(credentials.credentials)
     except IdentityTokenError as exc:
-        raise ApiError(401, exc.code, "the bearer token is not valid", headers=challenge) from None
+        raise ApiError(
+            401, exc.code, "the bearer token is not valid", headers=BEARER_CHALLENGE
+        ) from None
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+"""The verified bearer token only: for routes that look the user up themselves in the same
+round trip as their own facts (the unlock path: api/access/facts.py)."""
+
+
+async def get_current_user(session: SessionDep, principal: CurrentPrincipal) -> User:
+    """The signed-in user: bearer token verified by signature and claims, user known to us."""
     if principal.provisioned_name is not None:
         # A person the OpenID Connect provider vouches for: a citizen from the first request.
         user: User | None = await ensure_user(
@@ -85,9 +107,7 @@ async def get_current_user(
     else:
         user = await session.get(User, principal.subject)
     if user is None:
-        raise ApiError(
-            401, "unknown_user", "the token's subject is not a citykey user", headers=challenge
-        )
+        raise unknown_user()
     return user
 
 

@@ -47,7 +47,9 @@ SELECT
   (SELECT JSON_AGG(h.date) FROM holidays h
     WHERE h.building_id = (SELECT building_id FROM doors WHERE id = :door_id)
       AND h.date BETWEEN :first_day AND :last_day) AS holidays,
-  (SELECT JSON_AGG(m.group_id) FROM group_members m WHERE m.user_id = :user_id) AS groups
+  (SELECT JSON_AGG(m.group_id) FROM group_members m WHERE m.user_id = :user_id) AS groups,
+  (SELECT JSON_OBJ('id', u.id, 'birth_date', u.birth_date)
+     FROM users u WHERE u.id = :user_id) AS caller
 """  # noqa: S608 (a fixed text: every value is a bound parameter)
 
 _MY_GRANTS = """
@@ -150,6 +152,14 @@ class PublicRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerRow:
+    """What a decision needs of the user: the id, and the birth date for age rules."""
+
+    id: str
+    birth_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
 class AccessFacts:
     door: DoorRow
     grants: list[GrantRow] = field(default_factory=list)
@@ -203,6 +213,14 @@ async def load_access_facts(
     session: AsyncSession, user_id: str, door_id: str, first_day: date, last_day: date
 ) -> AccessFacts | None:
     """The facts for ``user_id`` at ``door_id``; None when the door does not exist."""
+    return (await load_caller_facts(session, user_id, door_id, first_day, last_day))[1]
+
+
+async def load_caller_facts(
+    session: AsyncSession, user_id: str, door_id: str, first_day: date, last_day: date
+) -> tuple[CallerRow | None, AccessFacts | None]:
+    """The user ``user_id`` (None: no such user) and the facts at ``door_id`` (None: no such
+    door), in the same round trip: the unlock path needs no separate user lookup."""
     dialect = session.get_bind().dialect.name
     row = (
         await session.execute(
@@ -210,12 +228,23 @@ async def load_access_facts(
             {"user_id": user_id, "door_id": door_id, "first_day": first_day, "last_day": last_day},
         )
     ).one()
+    raw_caller = _json(row.caller)
+    caller = (
+        CallerRow(
+            id=raw_caller["id"],
+            birth_date=date.fromisoformat(raw_caller["birth_date"])
+            if raw_caller["birth_date"]
+            else None,
+        )
+        if raw_caller is not None
+        else None
+    )
     door = _json(row.door)
     if door is None:
-        return None
+        return caller, None
     door["enabled"] = bool(door["enabled"])
     door["lockdown"] = bool(door["lockdown"])
-    return AccessFacts(
+    return caller, AccessFacts(
         door=DoorRow(**door),
         grants=[_grant(g) for g in _json(row.grants) or []],
         public=[_public(p) for p in _json(row.public) or []],

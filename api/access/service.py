@@ -9,7 +9,14 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import policy
-from api.access.facts import BuildingRow, DoorRow, load_access_facts, load_my_facts
+from api.access.facts import (
+    AccessFacts,
+    BuildingRow,
+    CallerRow,
+    DoorRow,
+    load_caller_facts,
+    load_my_facts,
+)
 from api.access.repository import AccessRepository
 from api.common import as_utc
 from api.identity.models import User
@@ -56,6 +63,15 @@ class GrantLike(Protocol):
     def revoked_at(self) -> datetime | None: ...
 
 
+class Person(Protocol):
+    """What a decision needs of the caller: a ``User`` or a ``CallerRow``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def birth_date(self) -> date | None: ...
+
+
 class PublicAccessLike(Protocol):
     @property
     def id(self) -> str: ...
@@ -90,7 +106,7 @@ def rule_from_grant(grant: GrantLike, parent: GrantLike | None = None) -> policy
 
 
 def rule_from_public_access(
-    rule: PublicAccessLike, user: User, group_ids: Iterable[str], today: date
+    rule: PublicAccessLike, user: Person, group_ids: Iterable[str], today: date
 ) -> policy.AccessRule:
     eligible = True
     if rule.min_age is not None:
@@ -112,13 +128,29 @@ class AccessService:
         self.repository = AccessRepository(session)
 
     async def decide(
-        self, user: User, door_id: str, now: datetime
+        self, user: Person, door_id: str, now: datetime
     ) -> tuple[DoorRow, policy.Decision] | None:
         """The decision for one door (one database round trip), or None for no such door."""
+        _, decided = await self.decide_for(user.id, door_id, now, user)
+        return decided
+
+    async def decide_for(
+        self, user_id: str, door_id: str, now: datetime, user: Person | None = None
+    ) -> tuple[CallerRow | None, tuple[DoorRow, policy.Decision] | None]:
+        """The user ``user_id`` as the database knows it (None: no such user) and the
+        decision for one door (None: no such door), in one database round trip. ``user``:
+        the caller already loaded (its birth date is used instead of the row's)."""
         first_day, last_day = self.repository.horizon(now)
-        facts = await load_access_facts(self._session, user.id, door_id, first_day, last_day)
-        if facts is None:
-            return None
+        caller, facts = await load_caller_facts(
+            self._session, user_id, door_id, first_day, last_day
+        )
+        person = user if user is not None else caller
+        if facts is None or person is None:
+            return caller, None
+        return caller, (facts.door, self._decide(person, facts, now))
+
+    @staticmethod
+    def _decide(user: Person, facts: AccessFacts, now: datetime) -> policy.Decision:
         today = now.date()
         rules = [rule_from_grant(g, g.parent) for g in facts.grants]
         rules += [rule_from_public_access(p, user, facts.group_ids, today) for p in facts.public]
@@ -130,7 +162,7 @@ class AccessService:
             lockdown=door.lockdown,
             holidays=facts.holidays,
         )
-        return door, policy.decide(door_facts, rules, now)
+        return policy.decide(door_facts, rules, now)
 
     async def my_doors(self, user: User, now: datetime) -> list[DoorAccess]:
         """Every door the user has any rule for, each with its decision at ``now``, ordered

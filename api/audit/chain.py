@@ -14,17 +14,21 @@ inserting transaction, on PostgreSQL, the hook
    every request and every API instance happen one at a time, in a total order;
 2. reads the hash of the newest record and draws the new ids from the sequence, both *after*
    the lock is held (READ COMMITTED: a new statement sees what the previous holder committed;
-   PostgreSQL makes a commit visible before it releases the transaction's locks);
+   PostgreSQL makes a commit visible before it releases the transaction's locks). Steps 1
+   and 2 are one round trip: the function ``citykey_audit_reserve`` (migration 0004), whose
+   inner statements each take a fresh snapshot;
 3. sets ``id``, ``prev_hash`` and ``hash`` on the new records; the INSERT follows.
 
 The lock is released by the commit (or rollback). Requests that append at the same time can
 share one such transaction through the batched writer (api/audit/writer.py, used by the unlock
-path): one lock, one multi-row INSERT and one COMMIT for the whole batch, stamped by
-:func:`seal` like a flush. Ids are drawn under the lock, so id order is
-chain order; a rolled-back append leaves a gap in the ids and nothing in the chain. Nothing is
-ever updated, which is what lets the API's database role be denied UPDATE and DELETE on
-``audit_events`` (migration 0003). On SQLite (the demo, one process) the hook takes SQLite's
-write lock first, which serializes writers the same way.
+path): one lock, one multi-row INSERT and one COMMIT for the whole batch, sealed by
+:func:`insert_sealed` — on PostgreSQL one ``INSERT ... SELECT`` whose function takes the lock,
+reads the tail, draws the ids and hashes each record (the same hash, from the record's
+canonical JSON cut around its id, :func:`canonical_parts`). Ids are drawn under the lock, so
+id order is chain order; a rolled-back append leaves a gap in the ids and nothing in the
+chain. Nothing is ever updated, which is what lets the API's database role be denied UPDATE
+and DELETE on ``audit_events`` (migration 0003). On SQLite (the demo, one process) the hook
+takes SQLite's write lock first, which serializes writers the same way.
 
 Why not seal asynchronously (insert with hash NULL, a background "sealer" links rows later):
 it would take the lock off the request path, but it needs UPDATE on audit_events (which the
@@ -46,8 +50,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, event, inspect, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -93,12 +97,9 @@ class AuditContent(Protocol):
     def detail(self) -> Any: ...
 
 
-def canonical(record: AuditContent) -> bytes:
-    """The record's content as canonical JSON: sorted keys, no spaces, UTF-8, timestamps as
-    UTC ISO 8601 with microseconds, numbers as floats where the column is a float. Encodes a
-    record the same before it is written and after it is read back, on both databases."""
+def _content(record: AuditContent) -> dict[str, Any]:
     detail = record.detail if record.detail is not None else {}
-    content = {
+    return {
         "v": FORMAT_VERSION,
         "id": record.id,
         "ts": as_utc(record.ts).astimezone(UTC).isoformat(timespec="microseconds"),
@@ -116,9 +117,31 @@ def canonical(record: AuditContent) -> bytes:
         # keys as strings) is what the hash must cover.
         "detail": json.loads(json.dumps(detail)),
     }
+
+
+def _dump(content: dict[str, Any]) -> str:
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    )
+
+
+def canonical(record: AuditContent) -> bytes:
+    """The record's content as canonical JSON: sorted keys, no spaces, UTF-8, timestamps as
+    UTC ISO 8601 with microseconds, numbers as floats where the column is a float. Encodes a
+    record the same before it is written and after it is read back, on both databases."""
+    return _dump(_content(record)).encode()
+
+
+def canonical_parts(record: AuditContent) -> tuple[str, str]:
+    """``(head, tail)`` such that the canonical JSON of ``record`` with id ``n`` is exactly
+    ``head + str(n) + tail``, whatever ``n``: lets PostgreSQL hash a record whose id it draws
+    itself (:func:`insert_sealed`). Keys are sorted, so the top-level keys before ``"id"``
+    go in the head, the others in the tail (both sides always hold some)."""
+    content = _content(record)
+    del content["id"]
+    before = {k: v for k, v in content.items() if k < "id"}
+    after = {k: v for k, v in content.items() if k > "id"}
+    return _dump(before)[:-1] + ',"id":', "," + _dump(after)[1:]
 
 
 def chain_hash(prev_hash: str, record: AuditContent) -> str:
@@ -143,6 +166,9 @@ def _pending(session: Session) -> list[AuditEvent]:
     return records
 
 
+_RESERVE = text("SELECT prev_tail, new_id FROM citykey_audit_reserve(:n)")
+"""Takes the advisory lock :data:`LOCK_KEY` (see migrations/versions/0004_*)."""
+
 _TAIL = select(col(AuditEvent.hash)).where(col(AuditEvent.hash).is_not(None))
 _TAIL = _TAIL.order_by(col(AuditEvent.id).desc()).limit(1)
 
@@ -159,19 +185,11 @@ def seal(connection: Connection, records: Sequence[AuditEvent]) -> None:
     releases the lock. Used at flush time (above) and by the batched writer
     (api/audit/writer.py)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        # A new statement after the lock: its snapshot includes the previous holder's commit.
-        rows = connection.execute(
-            text(
-                "SELECT (SELECT hash FROM audit_events WHERE hash IS NOT NULL"
-                " ORDER BY id DESC LIMIT 1) AS tail,"
-                " nextval(pg_get_serial_sequence('audit_events', 'id')) AS id"
-                " FROM generate_series(1, :n)"
-            ),
-            {"n": len(records)},
-        ).all()
-        tail = rows[0].tail
-        ids = sorted(int(row.id) for row in rows)
+        # One round trip (migration 0004): lock, then tail and ids read by a statement that
+        # starts after the lock is held, so it sees the previous holder's commit.
+        rows = connection.execute(_RESERVE, {"n": len(records)}).all()
+        tail = rows[0].prev_tail
+        ids = sorted(int(row.new_id) for row in rows)
     else:
         # SQLite: a no-op write takes the database's write lock before the tail is read, so
         # no other connection can append in between (SQLite has one writer at a time).
@@ -185,6 +203,69 @@ def seal(connection: Connection, records: Sequence[AuditEvent]) -> None:
         record.prev_hash = prev
         record.hash = chain_hash(prev, record)
         prev = record.hash
+
+
+_INSERT_SEALED = text(
+    "INSERT INTO audit_events (id, ts, actor, action, building_id, door_id, gateway_id,"
+    " decision, reason, command_id, result, latency_ms, detail, prev_hash, hash)"
+    " SELECT s.new_id, CAST(r->>'ts' AS timestamptz), r->>'actor', r->>'action',"
+    " r->>'building_id', r->>'door_id', r->>'gateway_id', r->>'decision', r->>'reason',"
+    " r->>'command_id', r->>'result', CAST(r->>'latency_ms' AS double precision),"
+    " r->'detail', s.new_prev, s.new_hash"
+    " FROM citykey_audit_seal(CAST(:records AS json)) AS s"
+    " JOIN json_array_elements(CAST(:records AS json)) WITH ORDINALITY AS j(r, k)"
+    " ON j.k = s.n"
+    " RETURNING id, prev_hash, hash"
+)
+"""One round trip for lock, tail, ids, hashes and rows: ``citykey_audit_seal`` (migration
+0004) locks the chain, reads the tail and hashes each record as ``head || id || tail``
+(:func:`canonical_parts`) with the id it draws; the INSERT stores them."""
+
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(column.name for column in _TABLE.columns)
+
+
+def _stamp(connection: Connection, records: list[AuditEvent]) -> None:
+    seal(connection, records)
+
+
+async def insert_sealed(connection: AsyncConnection, records: Sequence[AuditEvent]) -> None:
+    """Seal ``records`` and insert them in the connection's transaction (the caller commits,
+    which releases the chain's lock); their ``id``, ``prev_hash`` and ``hash`` are set. The
+    same chain as :func:`seal` plus an INSERT, in one round trip on PostgreSQL."""
+    if connection.dialect.name != "postgresql":
+        await connection.run_sync(_stamp, list(records))
+        await connection.execute(
+            insert(_TABLE), [{c: getattr(r, c) for c in _COLUMNS} for r in records]
+        )
+        return
+    payload = []
+    for record in records:
+        head, tail = canonical_parts(record)
+        payload.append(
+            {
+                "head": head,
+                "tail": tail,
+                "ts": as_utc(record.ts).astimezone(UTC).isoformat(timespec="microseconds"),
+                "actor": record.actor,
+                "action": record.action,
+                "building_id": record.building_id,
+                "door_id": record.door_id,
+                "gateway_id": record.gateway_id,
+                "decision": record.decision,
+                "reason": record.reason,
+                "command_id": record.command_id,
+                "result": record.result,
+                "latency_ms": record.latency_ms,
+                "detail": record.detail if record.detail is not None else {},
+            }
+        )
+    result = await connection.execute(_INSERT_SEALED, {"records": json.dumps(payload)})
+    # Ids are drawn in chain order: the smallest id is the first record.
+    for record, row in zip(records, sorted(result.all(), key=lambda r: int(r.id)), strict=True):
+        record.id = int(row.id)
+        record.prev_hash = row.prev_hash
+        record.hash = row.hash
 
 
 event.listen(Session, "before_flush", _seal)

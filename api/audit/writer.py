@@ -15,9 +15,10 @@ an audit write is in flight queue for a batch.
 
 What it keeps: :meth:`AuditWriter.append` returns only once the record is committed (so "the
 audit record of an allowed unlock is committed before the command leaves" still holds); the
-hash chain, its ids and ``citykey audit verify`` are unchanged (the same :func:`chain.seal`
-stamps every record); nothing is ever updated. The leader's own request does the database
-work in its own task, so the work shows up in that request's context (tracing, deadlines).
+hash chain, its ids and ``citykey audit verify`` are unchanged (:func:`chain.insert_sealed`
+seals every record as a flush would); nothing is ever updated. The leader's own request does
+the database work in its own task, so the work shows up in that request's context (tracing,
+deadlines).
 
 A failed batch fails every request in it (the API answers 503 database_unavailable, nothing
 is sent). A request that gives up waiting (its deadline) leaves its record queued; it is still
@@ -29,7 +30,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.audit import chain
@@ -38,8 +38,6 @@ from api.db import DatabaseUnavailableError, is_database_unavailable
 
 _LEAD = "lead"
 _DONE = "done"
-_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
-_COLUMNS = tuple(column.name for column in _TABLE.columns)
 
 _writers: "weakref.WeakKeyDictionary[AsyncEngine, AuditWriter]" = weakref.WeakKeyDictionary()
 """One writer per engine. A writer holds its engine weakly, so an engine that is dropped
@@ -50,10 +48,6 @@ _writers: "weakref.WeakKeyDictionary[AsyncEngine, AuditWriter]" = weakref.WeakKe
 class _Entry:
     record: AuditEvent
     future: "asyncio.Future[str]"
-
-
-def _stamp(connection: Connection, records: list[AuditEvent]) -> None:
-    chain.seal(connection, records)
 
 
 class AuditWriter:
@@ -77,14 +71,17 @@ class AuditWriter:
         return once both are committed (the record's id and hash set).
 
         Uncontended (no audit write in flight, none queued), the record simply joins the
-        session's transaction, as :func:`chain.append` does: no extra transaction. Otherwise
+        session's transaction (sealed and inserted like a batch of one): no extra
+        transaction. Otherwise
         the session commits first and the record joins the next batch. Raises what the write
         raised (DatabaseUnavailableError for a connectivity failure of a batch another
         request led)."""
         if not self._leading and not self._queue:
             self._leading = True
             try:
-                chain.append(session, record)
+                # Core, not an ORM flush: sealed and inserted as a batch of one (one round trip
+                # on PostgreSQL), in the session's own transaction.
+                await chain.insert_sealed(await session.connection(), [record])
                 await session.commit()
             finally:
                 self._hand_over()
@@ -124,17 +121,15 @@ class AuditWriter:
         self._hand_over()
 
     async def _write(self, batch: list[_Entry]) -> None:
-        """One transaction for ``batch``: lock the chain, stamp, insert, commit."""
+        """One transaction for ``batch``: lock the chain, seal, insert (one statement on
+        PostgreSQL), commit."""
         records = [entry.record for entry in batch]
         try:
             engine = self._engine_ref()
             if engine is None:
                 raise DatabaseUnavailableError("the database engine was disposed of")
             async with engine.begin() as connection:
-                await connection.run_sync(_stamp, records)
-                await connection.execute(
-                    insert(_TABLE), [{c: getattr(r, c) for c in _COLUMNS} for r in records]
-                )
+                await chain.insert_sealed(connection, records)
         except BaseException as exc:
             failure = (
                 DatabaseUnavailableError("the audit record could not be written")

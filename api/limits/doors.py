@@ -1,9 +1,9 @@
 """Per-citizen, per-door rate limit for requests that open a door (or mint what opens one).
 
 A FastAPI dependency, attached to the router by api/main.py so the endpoint code does not
-change: after authentication, before the unlock service. It runs in the request's session,
-so the counted event commits with the request's first commit (the audit record) and is
-rolled back with it (an unknown door, for instance, leaves no row behind).
+change: after the bearer token is verified, before the unlock service. It runs in the
+request's session, so the counted event commits with the request's first commit (the audit
+record) and is rolled back with it (an unknown door, for instance, leaves no row behind).
 """
 
 import time
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import CurrentPrincipal, SessionDep, SettingsDep
 from api.errors import ApiError
 from api.limits.store import RateLimitStore
 from api.limits.window import Limit
@@ -26,13 +26,15 @@ def door_rate_limit(kind: str) -> Callable[..., Awaitable[None]]:
     parameter to CITYKEY_UNLOCK_RATE_PER_MINUTE (0: no limit)."""
 
     async def enforce(
-        request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep
+        request: Request, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
     ) -> None:
         per_minute = settings.unlock_rate_per_minute
         door_id = request.path_params.get("door_id")
         if per_minute <= 0 or not isinstance(door_id, str) or len(door_id) > MAX_ID_LENGTH:
             return  # an overlong id is refused by the endpoint's validation (422)
-        key = f"{kind}:{user.id}:{door_id}"
+        # The token's subject is the user id; an unknown subject is refused (401) later in
+        # the same request, which rolls this event back with it.
+        key = f"{kind}:{principal.subject}:{door_id}"
         verdict = await _store.hit(session, key, Limit(per_minute, 60.0), time.time())
         if not verdict.allowed:
             raise ApiError(

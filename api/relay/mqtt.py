@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
+from api.background import cancel_and_wait
 from citykey_protocol import messages
 from citykey_protocol.messages import Ack, GatewayEvent, GatewayStatus, UnlockCommand
 from citykey_protocol.topics import (
@@ -57,15 +59,6 @@ class _Pending:
 _T = TypeVar("_T")
 
 
-def _fail_on_publish_error(publish: "asyncio.Task[None]", future: "asyncio.Future[Ack]") -> None:
-    """The command never reached the broker: answer the waiting request now."""
-    if publish.cancelled():
-        return
-    exc = publish.exception()  # retrieved even when nobody waits any more
-    if exc is not None and not future.done():
-        future.set_exception(BrokerUnavailableError(f"publish failed: {exc}"))
-
-
 StatusListener = Callable[[GatewayStatus], Coroutine[Any, Any, None]]
 EventListener = Callable[[GatewayEvent], Coroutine[Any, Any, None]]
 
@@ -104,10 +97,7 @@ class MqttRelay:
                     await self._connected.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(BrokerUnavailableError("relay stopped"))
@@ -144,29 +134,23 @@ class MqttRelay:
             raise BrokerUnavailableError("not connected to the broker")
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._pending[command.command_id] = _Pending(gateway_id, future)
-        # The publish (waiting for the broker's PUBACK) runs beside the wait for the ack: a
-        # connection lost before the PUBACK fails ``future`` at once (_fail_pending) instead of
-        # leaving the request waiting for a PUBACK that cannot come until its deadline.
-        publish = asyncio.create_task(
-            client.publish(
-                GatewayTopics(gateway_id).commands,
-                messages.encode(command),
-                qos=1,
-                # Longer than the ack wait: no PUBACK by the deadline is "no answer" (504, the
-                # command may be on its way), not "no broker"; the task is cancelled below.
-                timeout=timeout + 1.0,
-            )
-        )
-        publish.add_done_callback(lambda done: _fail_on_publish_error(done, future))
         try:
+            # paho's publish, called from the event loop as aiomqtt itself does, without
+            # aiomqtt's wait for the PUBACK (per publish: an Event, a wait_for task and a scan
+            # of every pending call, which showed in the API's profile). The PUBACK
+            # proves nothing the ack does not: a connection lost before the ack fails
+            # ``future`` at once (_fail_pending), a broker that stops answering is a 504.
+            info = client._client.publish(  # aiomqtt's own paho client
+                GatewayTopics(gateway_id).commands, messages.encode(command), qos=1
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise BrokerUnavailableError(f"publish failed: {mqtt.error_string(info.rc)}")
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
             raise GatewayTimeoutError(f"no ack from {gateway_id} within {timeout:.1f}s") from None
         finally:
             self._pending.pop(command.command_id, None)
-            if not publish.done():
-                publish.cancel()
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish ``payload`` with QoS 1, not retained (event acks); raise

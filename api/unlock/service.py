@@ -24,6 +24,8 @@ from api.audit.writer import AuditWriter
 from api.db import UNIT_STARTED, DatabaseUnavailableError
 from api.errors import ApiError
 from api.identity.models import User
+from api.identity.repository import ensure_user
+from api.identity.verifier import Principal
 from api.relay.mqtt import BrokerUnavailableError, GatewayTimeoutError, MqttRelay
 from api.unlock.tokens import UnlockTokenMinter
 from citykey_protocol.codes import AckResult
@@ -46,6 +48,11 @@ DENY_MESSAGES = {
 }
 
 
+class UnknownCallerError(Exception):
+    """The token's subject is not a citykey user (the router answers 401 unknown_user, as
+    api/deps.get_current_user does on other routes). Only from :meth:`UnlockService.unlock_for`."""
+
+
 @dataclass(frozen=True, slots=True)
 class UnlockOutcome:
     door_id: str
@@ -59,13 +66,23 @@ class _Attempt:
     """What one unlock request knows so far, for the audit rows."""
 
     door: DoorRow
-    user: User
+    actor: str
     command_id: str
     started: float
     rule_id: str | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who asks: the user row when already loaded (the web app), else only its id."""
+
+    user_id: str
+    user: User | None
+    provisioned_name: str | None
+    """For a person the OpenID Connect provider vouches for: created on first use."""
 
 
 def _since(started: float) -> float:
@@ -95,9 +112,22 @@ class UnlockService:
         self._result_reserve_s = min(0.25, timeout_s / 10)
 
     async def unlock(self, user: User, door_id: str, seconds: int | None) -> UnlockOutcome:
-        """Open ``door_id`` for ``user`` or raise ApiError with the reason.
+        """Open ``door_id`` for ``user`` (already loaded) or raise ApiError with the reason."""
+        return await self._within_deadline(_Caller(user.id, user, None), door_id, seconds)
 
-        One deadline, ``timeout_s`` from the start of the request's unit of work, covers the
+    async def unlock_for(
+        self, principal: Principal, door_id: str, seconds: int | None
+    ) -> UnlockOutcome:
+        """Open ``door_id`` for the caller of a verified bearer token, or raise ApiError with
+        the reason (UnknownCallerError for a subject that is not a citykey user). The user row
+        comes with the decision's facts, in the same round trip (api/access/facts.py)."""
+        caller = _Caller(principal.subject, None, principal.provisioned_name)
+        return await self._within_deadline(caller, door_id, seconds)
+
+    async def _within_deadline(
+        self, caller: "_Caller", door_id: str, seconds: int | None
+    ) -> UnlockOutcome:
+        """One deadline, ``timeout_s`` from the start of the request's unit of work, covers the
         whole request, the database included: a database that stops answering ends it with
         DatabaseUnavailableError (503) at the deadline, never later. The wait for the ack ends
         a little earlier (``_result_reserve_s``) to leave time to record the result."""
@@ -105,16 +135,16 @@ class UnlockService:
         deadline = asyncio.get_running_loop().time() + self._timeout_s - _since(started)
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._unlock(user, door_id, seconds, started)
+                return await self._unlock(caller, door_id, seconds, started)
         except TimeoutError:
             # Only database work can reach the deadline (the ack wait ends before it); a
             # timeout of the driver itself lands here too.
             raise DatabaseUnavailableError("the database did not answer in time") from None
 
     async def _unlock(
-        self, user: User, door_id: str, seconds: int | None, started: float
+        self, caller: "_Caller", door_id: str, seconds: int | None, started: float
     ) -> UnlockOutcome:
-        found = await self._access.decide(user, door_id, datetime.now(UTC))
+        found = await self._decide(caller, door_id, datetime.now(UTC))
         if found is None:
             raise ApiError(404, "door_not_found", f"no door {door_id!r}")
         door, decision = found
@@ -125,7 +155,7 @@ class UnlockService:
                 "duration_too_long",
                 f"this door may be unlocked for at most {door.default_unlock_seconds} s",
             )
-        attempt = _Attempt(door, user, str(uuid.uuid4()), started, decision.rule_id)
+        attempt = _Attempt(door, caller.user_id, str(uuid.uuid4()), started, decision.rule_id)
 
         if decision.allowed and decision.limited:
             assert decision.rule_id is not None
@@ -152,7 +182,7 @@ class UnlockService:
             raise ApiError(503, "gateway_offline", "the door's gateway is offline", door_id=door.id)
 
         token, _ = self._minter.mint(
-            gateway_id=door.gateway_id, door_id=door.id, subject=user.id, seconds=duration
+            gateway_id=door.gateway_id, door_id=door.id, subject=caller.user_id, seconds=duration
         )
         # Durable before the door can move (see module docstring).
         await self._record(attempt, ACTION_REQUESTED, decision="allow")
@@ -183,6 +213,19 @@ class UnlockService:
                 command_id=attempt.command_id,
             ) from None
         return await self._answer(attempt, decision, ack)
+
+    async def _decide(
+        self, caller: "_Caller", door_id: str, now: datetime
+    ) -> tuple[DoorRow, policy.Decision] | None:
+        """The decision, the caller's user row loaded with it unless already known."""
+        known, found = await self._access.decide_for(caller.user_id, door_id, now, caller.user)
+        if caller.user is None and known is None:
+            if caller.provisioned_name is None:
+                raise UnknownCallerError(caller.user_id)
+            # First request of a person the OpenID Connect provider vouches for (rare).
+            user = await ensure_user(self._session, caller.user_id, caller.provisioned_name)
+            _, found = await self._access.decide_for(caller.user_id, door_id, now, user)
+        return found
 
     async def _answer(
         self, attempt: _Attempt, decision: policy.Decision, ack: Ack
@@ -245,7 +288,7 @@ class UnlockService:
         latency_ms = attempt.elapsed_ms()
         await self._writer.append(
             AuditEvent(
-                actor=attempt.user.id,
+                actor=attempt.actor,
                 action=action,
                 door_id=attempt.door.id,
                 gateway_id=attempt.door.gateway_id,
