@@ -1,10 +1,11 @@
 """SQL for buildings, doors, holidays and door status."""
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -133,6 +134,47 @@ class HolidayRepository:
         await self._session.flush()
 
 
+@dataclass(slots=True)
+class StatusRow:
+    """A door's status as plain values (folded in memory, then written back at once)."""
+
+    gateway_id: str | None
+    """The door's gateway (from the doors table; not a door_status column)."""
+    door_id: str
+    lock_state: str | None
+    door_state: str | None
+    battery_pct: int | None
+    alarms: list[str]
+    last_event: str | None
+    last_event_at: datetime | None
+
+
+_DOORS: Table = Door.__table__  # type: ignore[attr-defined]
+_STATUS: Table = DoorStatus.__table__  # type: ignore[attr-defined]
+_STATUS_COLUMNS = (
+    _STATUS.c.door_id,
+    _STATUS.c.lock_state,
+    _STATUS.c.door_state,
+    _STATUS.c.battery_pct,
+    _STATUS.c.alarms,
+    _STATUS.c.last_event,
+    _STATUS.c.last_event_at,
+)
+_UPDATE_STATUS = (
+    update(_STATUS)
+    .where(_STATUS.c.door_id == bindparam("b_door"))
+    .values(
+        lock_state=bindparam("b_lock"),
+        door_state=bindparam("b_door_state"),
+        battery_pct=bindparam("b_battery"),
+        alarms=bindparam("b_alarms", type_=_STATUS.c.alarms.type),
+        last_event=bindparam("b_event"),
+        last_event_at=bindparam("b_event_at", type_=_STATUS.c.last_event_at.type),
+    )
+)
+"""One door's status; executed with many parameter sets (executemany)."""
+
+
 class DoorRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -203,20 +245,57 @@ class DoorRepository:
         statement = select(DoorStatus).where(col(DoorStatus.door_id).in_(door_ids))
         return {s.door_id: s for s in (await self._session.execute(statement)).scalars()}
 
-    async def status_for_update(self, door_id: str) -> DoorStatus:
-        """The door's status row, created empty if missing, locked for this transaction so
-        that API instances receiving the same events apply them one at a time."""
+    async def lock_statuses(self, door_ids: Sequence[str]) -> dict[str, StatusRow]:
+        """The status rows of these doors that exist, with each door's gateway, locked for
+        this transaction in door id order (API instances folding the same events take turns
+        and cannot deadlock); one statement for any number of doors."""
+        if not door_ids:
+            return {}
+        statement = (
+            select(_DOORS.c.gateway_id, *_STATUS_COLUMNS)
+            .join(_DOORS, _DOORS.c.id == _STATUS.c.door_id)
+            .where(_STATUS.c.door_id.in_(sorted(set(door_ids))))
+            .order_by(_STATUS.c.door_id)
+            .with_for_update(of=_STATUS)
+        )
+        rows = (await self._session.execute(statement)).all()
+        return {row[1]: StatusRow(*row) for row in rows}
+
+    async def gateways_of(self, door_ids: Sequence[str]) -> dict[str, str | None]:
+        """Door id -> its gateway id, for the doors that exist."""
+        if not door_ids:
+            return {}
+        statement = select(_DOORS.c.id, _DOORS.c.gateway_id).where(
+            _DOORS.c.id.in_(sorted(set(door_ids)))
+        )
+        return {door: gateway for door, gateway in (await self._session.execute(statement)).all()}
+
+    async def create_statuses(self, door_ids: Sequence[str]) -> None:
+        """Empty status rows for these doors, unless they have one (one statement)."""
+        if not door_ids:
+            return
         dialect = self._session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         await self._session.execute(
-            insert(DoorStatus)
-            .values(door_id=door_id, alarms=[])
-            .on_conflict_do_nothing(index_elements=["door_id"])
+            insert(_STATUS).on_conflict_do_nothing(index_elements=["door_id"]),
+            [{"door_id": door_id, "alarms": []} for door_id in sorted(set(door_ids))],
         )
-        statement = (
-            select(DoorStatus)
-            .where(col(DoorStatus.door_id) == door_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return (await self._session.execute(statement)).scalars().one()
+
+    async def update_statuses(self, rows: Sequence[StatusRow]) -> None:
+        """Write these status rows back (one executemany UPDATE)."""
+        if rows:
+            await self._session.execute(
+                _UPDATE_STATUS,
+                [
+                    {
+                        "b_door": row.door_id,
+                        "b_lock": row.lock_state,
+                        "b_door_state": row.door_state,
+                        "b_battery": row.battery_pct,
+                        "b_alarms": row.alarms,
+                        "b_event": row.last_event,
+                        "b_event_at": row.last_event_at,
+                    }
+                    for row in rows
+                ],
+            )

@@ -20,14 +20,16 @@ applies it in its own time, so arrival order is not event order.
 
 import asyncio
 import logging
+import weakref
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.buildings.models import DoorStatus
-from api.buildings.repository import DoorRepository
+from api.background import cancel_and_wait
+from api.buildings.repository import DoorRepository, StatusRow
 from api.common import as_utc
 from api.relay.mqtt import MqttRelay
 from citykey_protocol.messages import GatewayEvent
@@ -45,7 +47,18 @@ _DOOR_STATES = {
 }
 
 
-def apply_event(status: DoorStatus, kind: str, data: dict[str, Any], at: datetime) -> None:
+class StatusFields(Protocol):
+    """What ``apply_event`` changes: a DoorStatus row, or its plain values (StatusRow)."""
+
+    lock_state: str | None
+    door_state: str | None
+    battery_pct: int | None
+    alarms: list[str]
+    last_event: str | None
+    last_event_at: datetime | None
+
+
+def apply_event(status: StatusFields, kind: str, data: dict[str, Any], at: datetime) -> None:
     """Fold one event into ``status`` (see the table in the module docstring)."""
     alarms = set(status.alarms)
     if kind in _LOCK_STATES:
@@ -95,7 +108,11 @@ class DoorStatusRecorder:
     folding the same events lock the same rows in the same order and cannot deadlock).
     Events of one door are applied in arrival order. One transaction per event was most of
     the API's CPU per unlock (an unlock moves its door twice: ``unlocked``, ``locked``), and
-    a fleet reconnecting at once held a pooled connection per door.
+    a fleet reconnecting at once held a pooled connection per door. Journaled events are
+    folded by the event ingest in the transaction that stores them when one is attached to
+    the same relay after this recorder (``journaled_by_ingest``); the recorder's own writes
+    are then for gateways without a journal. Either way each write is a few statements for
+    any number of doors (SQLAlchemy Core, no ORM objects).
     """
 
     def __init__(
@@ -107,14 +124,27 @@ class DoorStatusRecorder:
         self._written: asyncio.Future[None] | None = None
         """Resolved when the queued events have been applied (or given up on)."""
         self._writer: asyncio.Task[None] | None = None
+        self.journaled_by_ingest = False
+        """Set by the event ingest attached to the same relay (api/events/ingest.py): it folds
+        journaled events (``seq`` set) into door_status in the transaction that stores them,
+        so this recorder's own writes are left for events without a journal."""
 
     def attach(self, relay: MqttRelay) -> None:
+        """Receive the relay's events (and let an ingest attached later find this recorder:
+        ``recorder_of``)."""
+        _RECORDERS[relay] = self
         relay.on_event(self.record)
+
+    async def stop(self) -> None:
+        """End the write loop (at shutdown); whoever waits on it is released. Door status is
+        best effort: the next events of each door say it again."""
+        await cancel_and_wait(self._writer)
+        self._pending.clear()
 
     async def record(self, event: GatewayEvent) -> None:
         """Apply one gateway event to the status of its door: queued with the events of the
         next ``linger_s`` and written with them; returns once that write is over."""
-        if event.door is None:
+        if event.door is None or (event.seq is not None and self.journaled_by_ingest):
             return
         self._pending.setdefault(event.door, []).append(event)
         if self._written is None:
@@ -146,36 +176,85 @@ class DoorStatusRecorder:
 
     async def _apply(self, batch: dict[str, list[GatewayEvent]]) -> None:
         async with self._sessions() as session:
-            doors = DoorRepository(session)
-            changed = False
-            for door_id in sorted(batch):
-                changed = await self._apply_door(doors, door_id, batch[door_id]) or changed
-            if changed:
+            if await self._apply_in(session, batch):
                 await session.commit()
             else:
                 await session.rollback()
 
-    @staticmethod
-    async def _apply_door(doors: DoorRepository, door_id: str, events: list[GatewayEvent]) -> bool:
-        door = await doors.get(door_id)
-        if door is None:
-            log.warning("gateways reported unknown door %r", door_id)
-            return False
-        status = None
+    async def fold(self, session: AsyncSession, events: Iterable[GatewayEvent]) -> None:
+        """Apply ``events`` (arrival order) to their doors' status in ``session``'s
+        transaction; the caller commits (the event ingest: with the events themselves)."""
+        batch: dict[str, list[GatewayEvent]] = {}
         for event in events:
+            if event.door is not None:
+                batch.setdefault(event.door, []).append(event)
+        if batch:
+            await self._apply_in(session, batch)
+
+    async def _apply_in(self, session: AsyncSession, batch: dict[str, list[GatewayEvent]]) -> bool:
+        """Fold ``batch`` into door_status; whether a row changed. In the usual case one
+        statement locks every door's row (with the door's gateway) and one executemany
+        UPDATE writes them back; doors without a row yet cost one look-up and one INSERT
+        more."""
+        doors = DoorRepository(session)
+        rows = await doors.lock_statuses(list(batch))
+        missing = [door_id for door_id in batch if door_id not in rows]
+        if missing:
+            rows.update(await self._create(doors, missing, batch))
+        changed = [
+            row for door_id, row in sorted(rows.items()) if self._fold(row, batch.get(door_id, []))
+        ]
+        if changed:
+            await doors.update_statuses(changed)
+        return bool(changed)
+
+    @staticmethod
+    async def _create(
+        doors: DoorRepository, door_ids: list[str], batch: dict[str, list[GatewayEvent]]
+    ) -> dict[str, StatusRow]:
+        """Status rows for doors that have none yet, for those whose own gateway reported
+        them (created empty, then locked)."""
+        gateways = await doors.gateways_of(door_ids)
+        wanted = []
+        for door_id in door_ids:
+            if door_id not in gateways:
+                log.warning("gateways reported unknown door %r", door_id)
+            elif any(event.gateway_id == gateways[door_id] for event in batch[door_id]):
+                wanted.append(door_id)
+            else:
+                log.warning(
+                    "gateway %s reported unknown door %r", batch[door_id][0].gateway_id, door_id
+                )
+        if not wanted:
+            return {}
+        await doors.create_statuses(wanted)
+        return await doors.lock_statuses(wanted)
+
+    @staticmethod
+    def _fold(row: StatusRow, events: list[GatewayEvent]) -> bool:
+        """Apply one door's events (arrival order) to its row; whether any applied."""
+        applied = False
+        for event in events:
+            # A gateway speaks for its own doors only: a misconfigured or stolen one must
+            # not paint another gateway's doors.
+            if row.gateway_id != event.gateway_id:
+                log.warning("gateway %s reported unknown door %r", event.gateway_id, row.door_id)
+                continue
             try:
                 at = datetime.fromtimestamp(event.ts, UTC)
             except (OverflowError, OSError, ValueError):
                 log.warning("dropping %s from %s: bad timestamp", event.kind, event.gateway_id)
                 continue
-            # A gateway speaks for its own doors only: a misconfigured or stolen one must
-            # not paint another gateway's doors.
-            if door.gateway_id != event.gateway_id:
-                log.warning("gateway %s reported unknown door %r", event.gateway_id, door_id)
+            if row.last_event_at is not None and at < as_utc(row.last_event_at):
                 continue
-            if status is None:
-                status = await doors.status_for_update(door.id)
-            if status.last_event_at is not None and at < as_utc(status.last_event_at):
-                continue
-            apply_event(status, event.kind, event.data, at)
-        return status is not None
+            apply_event(row, event.kind, event.data, at)
+            applied = True
+        return applied
+
+
+_RECORDERS: "weakref.WeakKeyDictionary[MqttRelay, DoorStatusRecorder]" = weakref.WeakKeyDictionary()
+
+
+def recorder_of(relay: MqttRelay) -> DoorStatusRecorder | None:
+    """The door-status recorder attached to ``relay``, if any."""
+    return _RECORDERS.get(relay)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, exists, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -19,6 +19,14 @@ LOOKUP_CHUNK = 500
 """Numbers per ``IN (...)`` look-up (well under every driver's parameter limit)."""
 
 _EVENTS: Table = GatewayEventRecord.__table__  # type: ignore[attr-defined]
+_GAPS: Table = GatewayEventGap.__table__  # type: ignore[attr-defined]
+_GATEWAYS: Table = Gateway.__table__  # type: ignore[attr-defined]
+_SET_LAST_SEQ = (
+    update(_GATEWAYS)
+    .where(_GATEWAYS.c.id == bindparam("b_id"))
+    .values(last_seq=bindparam("b_last"))
+)
+"""One gateway's prefix; executed with many parameter sets (executemany)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,53 +49,84 @@ class EventRepository:
         """The gateway's row, locked until the transaction ends (PostgreSQL: FOR UPDATE), so
         that API instances storing events of the same gateway take turns; with the highest
         stored number and the count of open gaps, in the same round trip. None if unknown."""
+        return (await self.lock_gateways([gateway_id])).get(gateway_id)
+
+    async def lock_gateways(
+        self, gateway_ids: Sequence[str], *, skip_locked: bool = False
+    ) -> dict[str, GatewayHead]:
+        """``lock_gateway`` for several gateways in one round trip, rows locked in id order
+        (two API instances locking overlapping sets cannot deadlock). ``skip_locked``: a row
+        another transaction holds is left out instead of waited for, like an unknown one
+        (``known_gateways`` tells them apart)."""
+        if not gateway_ids:
+            return {}
+        gateway = _GATEWAYS
         highest = (
-            select(func.max(col(GatewayEventRecord.seq)))
-            .where(col(GatewayEventRecord.gateway_id) == gateway_id)
+            select(func.max(_EVENTS.c.seq))
+            .where(_EVENTS.c.gateway_id == gateway.c.id)
+            .correlate(gateway)
             .scalar_subquery()
         )
         gap_count = (
             select(func.count())
-            .select_from(GatewayEventGap)
-            .where(
-                col(GatewayEventGap.gateway_id) == gateway_id,
-                col(GatewayEventGap.closed_at).is_(None),
-            )
+            .select_from(_GAPS)
+            .where(_GAPS.c.gateway_id == gateway.c.id, _GAPS.c.closed_at.is_(None))
+            .correlate(gateway)
             .scalar_subquery()
         )
-        row = (
-            await self._session.execute(
-                select(
-                    col(Gateway.id),
-                    col(Gateway.building_id),
-                    col(Gateway.last_seq),
-                    highest,
-                    gap_count,
-                )
-                .where(col(Gateway.id) == gateway_id)
-                .with_for_update(of=Gateway)
-            )
-        ).first()
-        if row is None:
-            return None
-        return GatewayHead(
-            row[0], row[1], int(row[2]), None if row[3] is None else int(row[3]), int(row[4])
+        rows = await self._session.execute(
+            select(gateway.c.id, gateway.c.building_id, gateway.c.last_seq, highest, gap_count)
+            .where(gateway.c.id.in_(sorted(set(gateway_ids))))
+            .order_by(gateway.c.id)
+            .with_for_update(of=gateway, skip_locked=skip_locked)
         )
+        return {
+            row[0]: GatewayHead(
+                row[0], row[1], int(row[2]), None if row[3] is None else int(row[3]), int(row[4])
+            )
+            for row in rows.all()
+        }
+
+    async def known_gateways(self, gateway_ids: Iterable[str]) -> set[str]:
+        """Which of ``gateway_ids`` exist (no lock)."""
+        wanted = sorted(set(gateway_ids))
+        if not wanted:
+            return set()
+        rows = await self._session.execute(select(_GATEWAYS.c.id).where(_GATEWAYS.c.id.in_(wanted)))
+        return set(rows.scalars().all())
 
     async def set_last_seq(self, gateway_id: str, last_seq: int) -> None:
-        await self._session.execute(
-            update(Gateway).where(col(Gateway.id) == gateway_id).values(last_seq=last_seq)
-        )
+        await self.set_last_seqs({gateway_id: last_seq})
+
+    async def set_last_seqs(self, last_seqs: dict[str, int]) -> None:
+        """Move several gateways' contiguous prefix: one executemany UPDATE."""
+        if last_seqs:
+            await self._session.execute(
+                _SET_LAST_SEQ, [{"b_id": gid, "b_last": seq} for gid, seq in last_seqs.items()]
+            )
 
     async def door_buildings(self, gateway_id: str) -> dict[str, str]:
         """Door id -> building id, for the doors of this gateway."""
-        rows = await self._session.execute(
-            select(col(Door.id), col(Door.building_id)).where(col(Door.gateway_id) == gateway_id)
-        )
-        return {door: building for door, building in rows.all()}
+        return (await self.doors_of([gateway_id])).get(gateway_id, {})
 
-    async def insert_events(self, rows: list[dict[str, Any]]) -> set[int]:
-        """Insert each row unless its (gateway_id, seq) is stored already; the seqs inserted.
+    async def doors_of(self, gateway_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Gateway id -> (door id -> building id), for the doors of these gateways."""
+        wanted = sorted(set(gateway_ids))
+        if not wanted:
+            return {}
+        rows = await self._session.execute(
+            select(col(Door.gateway_id), col(Door.id), col(Door.building_id)).where(
+                col(Door.gateway_id).in_(wanted)
+            )
+        )
+        found: dict[str, dict[str, str]] = {}
+        for gateway_id, door, building in rows.all():
+            found.setdefault(gateway_id, {})[door] = building
+        return found
+
+    async def insert_events(self, rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
+        """Insert each row unless its (gateway_id, seq) is stored already; the (gateway_id,
+        seq) pairs inserted (rows of several gateways may go together).
 
         INSERT ... ON CONFLICT DO NOTHING RETURNING seq, on PostgreSQL and SQLite alike: a
         burst of thousands of events costs a few statements, and a duplicate is skipped by
@@ -99,12 +138,12 @@ class EventRepository:
         statement = (
             insert(_EVENTS)
             .on_conflict_do_nothing(index_elements=["gateway_id", "seq"])
-            .returning(_EVENTS.c.seq)
+            .returning(_EVENTS.c.gateway_id, _EVENTS.c.seq)
         )
         # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends it as multi-row
         # INSERTs of up to a thousand rows each, from one cached compiled statement.
         result = await self._session.execute(statement, rows)
-        return {int(seq) for seq in result.scalars().all()}
+        return {(gateway_id, int(seq)) for gateway_id, seq in result.all()}
 
     async def fingerprints(
         self, gateway_id: str, seqs: Iterable[int]

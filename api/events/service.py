@@ -25,7 +25,7 @@ receiving the same events take turns and only the one that inserts an event audi
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +39,7 @@ from api.buildings.status import LOW_BATTERY_PCT
 from api.common import as_utc, utcnow
 from api.errors import ApiError
 from api.events.models import GatewayEventGap
-from api.events.repository import EventRepository
+from api.events.repository import EventRepository, GatewayHead
 from api.events.schemas import EventGapOut, EventGapsPage, GatewayEventOut
 from api.gateways.repository import GatewayRepository
 from api.owners.schemas import Page, decode_cursor, encode_cursor
@@ -74,6 +74,17 @@ class BatchOutcome:
     conflicts: int = 0
     gaps_opened: int = 0
     gaps_closed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SliceResult:
+    """What storing several gateways' batches did (``EventStore.record_batches``)."""
+
+    outcomes: dict[str, BatchOutcome]
+    """Per gateway stored (or found stored): what to acknowledge."""
+    skipped: frozenset[str]
+    """Known gateways whose row another transaction held (``skip_locked``): nothing of
+    theirs was stored; try again after it committed. Gateways in neither are unknown."""
 
 
 def is_audited(kind: str, data: dict[str, Any]) -> bool:
@@ -118,23 +129,93 @@ class EventStore:
     ) -> BatchOutcome | None:
         """Store ``events`` of ``gateway_id`` in the session's transaction (the caller
         commits). None when the gateway is unknown: nothing stored, nothing to acknowledge."""
-        head = await self._repo.lock_gateway(gateway_id)
-        if head is None:
-            log.warning("events from unknown gateway %r not stored", gateway_id)
-            return None
+        result = await self.record_batches({gateway_id: events}, now)
+        return result.outcomes.get(gateway_id)
+
+    async def record_batches(
+        self,
+        batches: Mapping[str, Sequence[GatewayEvent]],
+        now: datetime | None = None,
+        *,
+        skip_locked: Collection[str] = (),
+    ) -> SliceResult:
+        """Store the batches of several gateways in the session's transaction (the caller
+        commits): every gateway row locked in one statement, every event inserted in one,
+        every prefix moved in one; the rest (duplicates, gaps, audit) only where needed.
+
+        ``skip_locked``: gateways whose row, when another transaction holds it (another API
+        instance storing the same events), is not waited for but reported in ``skipped``;
+        nothing of theirs is stored here. The others' rows are waited for."""
+        skip = [gateway_id for gateway_id in batches if gateway_id in skip_locked]
+        wait = [gateway_id for gateway_id in batches if gateway_id not in skip_locked]
+        heads = await self._repo.lock_gateways(wait)
+        heads.update(await self._repo.lock_gateways(skip, skip_locked=True))
+        missing = [gateway_id for gateway_id in batches if gateway_id not in heads]
+        # Only a row that may be skipped can be missing for another reason than not existing.
+        maybe_held = [gateway_id for gateway_id in missing if gateway_id in skip_locked]
+        known = await self._repo.known_gateways(maybe_held) if maybe_held else set()
+        for gateway_id in missing:
+            if gateway_id not in known:
+                log.warning("events from unknown gateway %r not stored", gateway_id)
         now = now or utcnow()
-        valid: dict[int, GatewayEvent] = {}
-        for event in events:
-            seq = event.seq
-            if seq is not None and event.gateway_id == gateway_id and 1 <= seq <= MAX_SEQ:
-                valid.setdefault(seq, event)
+        valid: dict[str, dict[int, GatewayEvent]] = {}
+        rows: dict[str, dict[int, dict[str, Any]]] = {}
+        for gateway_id in heads:
+            mine: dict[int, GatewayEvent] = {}
+            for event in batches[gateway_id]:
+                seq = event.seq
+                if seq is not None and event.gateway_id == gateway_id and 1 <= seq <= MAX_SEQ:
+                    mine.setdefault(seq, event)
+            valid[gateway_id] = mine
+            rows[gateway_id] = {seq: self._row(gateway_id, e, now) for seq, e in mine.items()}
+        fresh = await self._repo.insert_events(
+            [row for gateway_rows in rows.values() for row in gateway_rows.values()]
+        )
+        inserted: dict[str, list[int]] = {gateway_id: [] for gateway_id in heads}
+        for gateway_id, seq in fresh:
+            inserted[gateway_id].append(seq)
+        audited = [
+            gateway_id
+            for gateway_id, seqs in inserted.items()
+            if any(is_audited(valid[gateway_id][s].kind, valid[gateway_id][s].data) for s in seqs)
+        ]
+        doors = await self._repo.doors_of(audited) if audited else {}
+        outcomes: dict[str, BatchOutcome] = {}
+        prefixes: dict[str, int] = {}
+        for gateway_id, head in heads.items():
+            outcome = await self._follow(
+                head,
+                valid[gateway_id],
+                rows[gateway_id],
+                sorted(inserted[gateway_id]),
+                doors.get(gateway_id, {}),
+                now,
+            )
+            outcomes[gateway_id] = outcome
+            if outcome.up_to_seq != head.last_seq:
+                prefixes[gateway_id] = outcome.up_to_seq
+        await self._repo.set_last_seqs(prefixes)
+        return SliceResult(outcomes, frozenset(known))
+
+    async def _follow(
+        self,
+        head: GatewayHead,
+        valid: dict[int, GatewayEvent],
+        rows: dict[int, dict[str, Any]],
+        inserted: list[int],
+        doors: dict[str, str],
+        now: datetime,
+    ) -> BatchOutcome:
+        """One gateway's sequence after its events were inserted: conflicts, gaps, the new
+        prefix (returned, not written) and the audit rows (``doors``: door id -> building id of
+        the gateway's doors, needed when something is audited). No statement in the common case
+        (contiguous numbers, no duplicates, no open gaps, nothing audited)."""
+        gateway_id = head.id
         stored_max = head.max_seq
         last_seq = head.last_seq
         high = max(last_seq, stored_max or 0)
         if not valid:
             return BatchOutcome(last_seq, high > last_seq)
-        rows = {seq: self._row(gateway_id, event, now) for seq, event in valid.items()}
-        inserted = sorted(await self._repo.insert_events(list(rows.values())))
         fresh = set(inserted)
         duplicates = [seq for seq in valid if seq not in fresh]
         conflicts = await self._conflicts(gateway_id, duplicates, rows)
@@ -166,11 +247,8 @@ class EventStore:
             log.warning("gateway %s: events %d..%d missing", gateway_id, low, top)
         still_open = [(g.from_seq, g.to_seq) for g in open_gaps if g.closed_at is None]
         prefix = await self._prefix(gateway_id, last_seq, high, still_open + new_gaps)
-        if prefix != head.last_seq:
-            await self._repo.set_last_seq(gateway_id, prefix)
 
         audited = [seq for seq in inserted if is_audited(valid[seq].kind, valid[seq].data)]
-        doors = await self._repo.door_buildings(gateway_id) if audited else {}
         for seq in audited:
             self._audit_event(head.building_id, doors, valid[seq], rows[seq], previous.get(seq))
         if conflicts:

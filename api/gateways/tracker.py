@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.background import cancel_and_wait
 from api.db import DatabaseUnavailableError
 from api.gateways.models import Gateway
 from api.relay.mqtt import MqttRelay
@@ -96,6 +97,13 @@ class GatewayStatusTracker:
         self._pending[status.gateway_id] = self._pending.get(status.gateway_id, {}) | values
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="status-tracker")
+
+    async def stop(self) -> None:
+        """End the write loop (at shutdown). Statuses still queued are dropped: the relay's
+        memory dies with the process too, and every gateway's next heartbeat or retained
+        status says it again to whichever instance runs next."""
+        await cancel_and_wait(self._flusher)
+        self._pending.clear()
 
     async def flush(self) -> bool:
         """Write what is queued now; False when the write failed (then it stays queued,

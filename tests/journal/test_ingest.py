@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from api.events.models import GatewayEventRecord
+from api.events.repository import EventRepository
 from api.events.service import EventStore
 from api.owners.schemas import encode_cursor
 from citykey_protocol import messages
@@ -284,6 +285,38 @@ async def test_two_api_instances_store_each_event_once(api: ApiHarness) -> None:
         f"\n4 instances x 300 events at once: {rows} rows, {len(audit)} audit rows, "
         f"{sum(o.duplicates for o in outcomes)} duplicates skipped ({elapsed * 1000:.0f} ms)"
     )
+
+
+async def test_a_gateway_another_transaction_holds_is_skipped_not_waited_for(
+    api: ApiHarness,
+) -> None:
+    """The ingest stores a slice of several gateways in one transaction with ``skip_locked``:
+    a gateway row another instance holds is reported skipped with nothing of it stored, the
+    others go ahead, and the skipped batch stores normally once the row is free."""
+    held, free = await seed_org(api), await seed_org(api)
+    held_events = batch(held.gateway_id, range(START, START + 3))
+    free_events = batch(free.gateway_id, range(START, START + 3))
+    unknown = unique("gw")
+    async with api.state.sessions() as holder:
+        assert await EventRepository(holder).lock_gateway(held.gateway_id) is not None
+        async with api.state.sessions() as session:
+            result = await EventStore(session).record_batches(
+                {
+                    held.gateway_id: held_events,
+                    free.gateway_id: free_events,
+                    unknown: batch(unknown, range(1, 2)),
+                },
+                skip_locked={held.gateway_id, free.gateway_id, unknown},
+            )
+            await session.commit()
+        assert result.skipped == {held.gateway_id}  # the unknown one is neither
+        assert set(result.outcomes) == {free.gateway_id}
+        assert result.outcomes[free.gateway_id].up_to_seq == START + 2
+        await holder.rollback()
+    assert await stored_seqs(api.state.sessions, held.gateway_id) == []
+    assert await stored_seqs(api.state.sessions, free.gateway_id) == [START, START + 1, START + 2]
+    outcome = await record(api, held.gateway_id, held_events)
+    assert (outcome.inserted, outcome.up_to_seq) == (3, START + 2)
 
 
 async def test_a_new_journal_continues_without_a_false_gap_and_is_on_record(
