@@ -84,9 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.instance_id,
             share_events=settings.events_share_group or None,
         )
-        GatewayStatusTracker(sessions).attach(relay)
+        tracker = GatewayStatusTracker(sessions)
+        tracker.attach(relay)
         ModeAckListener(sessions).attach(relay)
-        DoorStatusRecorder(sessions).attach(relay)
+        door_status = DoorStatusRecorder(sessions)
+        door_status.attach(relay)
         app.state.event_ingestor = events = EventIngestor(sessions).attach(relay)
         await relay.start()
         passage = PassageScheduler(sessions, relay, keyring, settings.issuer).start()
@@ -118,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await passage.stop()
             await relay.stop()
             await events.stop()
+            await door_status.stop()
+            await tracker.stop()
             await engine.dispose()
             if oidc is not None:
                 await oidc.aclose()

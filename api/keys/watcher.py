@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from api.background import cancel_and_wait
 from api.keys.keyring import RING_FILE, KeyRing, KeyRingError
 from api.relay.mqtt import MqttRelay, RelayError
 from citykey_protocol.topics import KEYSET_TOPIC
@@ -88,10 +89,7 @@ class KeyRingWatcher:
         if not _watchers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def wake(self) -> None:
         """Look at the file now (SIGHUP)."""

@@ -14,13 +14,13 @@ published by the request and then once more by each scheduler at its next tick.
 """
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.background import cancel_and_wait
 from api.common import utcnow
 from api.keys.keyring import KeyRing
 from api.modes.plan import DesiredMode
@@ -60,11 +60,8 @@ class PassageScheduler:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def tick(self, now: datetime | None = None) -> list[str]:
         """One pass at ``now`` (default: the current time). Returns the ids of the gateways a

@@ -29,7 +29,6 @@ those the device has applied (it would otherwise refuse every new list as stale)
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -39,6 +38,7 @@ from datetime import datetime
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.background import cancel_and_wait
 from api.common import utcnow
 from api.keys.keyring import KeyRing
 from api.offline.repository import OfflineTokenRepository
@@ -118,11 +118,8 @@ class RevocationPublisher:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def sync(self, gateway_ids: Iterable[str] | None = None) -> list[str]:
         """Publish the lists of ``gateway_ids`` (default: every gateway with revoked tokens

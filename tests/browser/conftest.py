@@ -1,6 +1,9 @@
 """Browser tests: Playwright (sync API) driving Debian's Chromium against a running citykey.
 
-What runs, once per test session (all real, all on loopback):
+What runs, once for the tests/browser package (all real, all on loopback). Every fixture here
+is package-scoped: Playwright's sync API keeps an event loop running in the test thread, which
+would break every ``asyncio.run`` of the tests that come after, and the processes would cost
+them CPU; both end when the last browser test has run.
 
 - PostgreSQL: a fresh database of its own (not the suite's shared ``pg_database_url``, since the
   demo data below uses fixed ids), migrated, seeded with :func:`api.demo.seed_demo` plus
@@ -21,18 +24,19 @@ Fixtures for test modules:
 - ``start_api``: a factory ``start_api(extra_env) -> LiveApi`` that starts ANOTHER API process
   on the same database, broker, keys and fleet, with extra environment (for instance the
   ``CITYKEY_OIDC_*`` settings of an OpenID Connect test). One process per distinct
-  ``extra_env``, started once per session, stopped at the end::
+  ``extra_env``, started once, stopped after the package::
 
       @pytest.fixture(scope="module")
       def oidc_api(start_api):
           return start_api({"CITYKEY_OIDC_ISSUER": "http://127.0.0.1:9999", ...})
 
-One server for the whole session, shared by every browser test module: what a test changes
+One server for the package, shared by every browser test module: what a test changes
 (unlocks in the audit log, grants, lockdown) stays for the tests after it. End what you
 start (lift a lockdown) and do not assume a door nobody has touched. The citizen tests open
 ``ONLINE_DOOR_IDS[0]`` and ``[2]`` and the offline door as Kari.
 
-Helpers: :func:`sign_in_dev` and :func:`screenshot` (PNGs into docs/img/, viewport only).
+Helpers: :func:`sign_in_dev` and :func:`screenshot` (viewport-only PNGs into
+``CITYKEY_SCREENSHOT_DIR``, default var/screenshots; ``make screenshots`` writes docs/img).
 """
 
 import asyncio
@@ -148,7 +152,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class _Processes:
-    """The processes this session started, stopped in reverse order at the end."""
+    """The processes the browser tests started, stopped in reverse order at the end."""
 
     work: Path
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -243,7 +247,7 @@ async def seed_browser_extras(session: object) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_database_url() -> Iterator[str]:
     """A fresh, migrated, seeded PostgreSQL database for the browser tests."""
     parts = urlsplit(PG_ADMIN_URL)
@@ -277,7 +281,7 @@ def browser_database_url() -> Iterator[str]:
     run_async(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _processes() -> Iterator[_Processes]:
     work = Path(tempfile.mkdtemp(prefix="citykey-browser-"))
     processes = _Processes(work)
@@ -286,7 +290,7 @@ def _processes() -> Iterator[_Processes]:
     shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def private_broker_url(_processes: _Processes) -> str:
     """A Mosquitto of our own on a free loopback port."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -303,7 +307,7 @@ def private_broker_url(_processes: _Processes) -> str:
     return f"mqtt://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def start_api(
     _processes: _Processes, browser_database_url: str, private_broker_url: str
 ) -> Callable[[Mapping[str, str]], LiveApi]:
@@ -359,7 +363,7 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> N
     pytest.fail(f"the API was not ready in {START_TIMEOUT_S} s ({last}):\n{_tail(log)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_api(
     start_api: Callable[[Mapping[str, str]], LiveApi],
     _processes: _Processes,
@@ -408,19 +412,19 @@ def _wait_gateways_online(api: LiveApi, fleet: subprocess.Popen[bytes], log: Pat
         pytest.fail(f"gateways {sorted(waiting)} did not come online:\n{_tail(log)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_url(live_api: LiveApi) -> str:
     """Origin of the running web app."""
     return live_api.base_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless. Playwright's own browser download is not used."""
     if not CHROMIUM.exists():
