@@ -32,6 +32,11 @@ class Scope:
     building_ids: frozenset[str]
     """Every building in scope: listed ones plus those of managed owners."""
 
+    @property
+    def visible_buildings(self) -> frozenset[str] | None:
+        """The buildings whose rows listings may show; None: every building (admins)."""
+        return None if self.is_admin else self.building_ids
+
     def has_building(self, building_id: str | None) -> bool:
         """True for a building in scope. None (no such object) is never in scope, for admins
         neither, so that "missing" and "not yours" share one code path: 404."""

@@ -149,7 +149,7 @@ class GrantsService:
         ``building_id`` every grant whose target lies in the building (the building itself or
         one of its doors); ``user_id`` and ``group_id`` the direct subject."""
         after = decode_cursor(cursor)
-        buildings = None if scope.is_admin else scope.building_ids
+        buildings = scope.visible_buildings
         rows = await self.repository.find(buildings, filters, after, limit)
         return page_of(
             rows, limit, lambda row: (row[0].created_at, row[0].id), lambda row: GrantOut.of(*row)

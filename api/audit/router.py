@@ -13,7 +13,6 @@ from fastapi.responses import StreamingResponse
 from api.audit.export import csv_lines
 from api.audit.repository import AuditFilter, AuditRepository
 from api.audit.schemas import AuditEventOut, event_out
-from api.authz import Scope
 from api.common import as_utc
 from api.deps import ManagerScopeDep, SessionDep, StateDep
 from api.errors import ApiError, error_responses
@@ -64,10 +63,6 @@ async def audit_filter(
 AuditFilterDep = Annotated[AuditFilter, Depends(audit_filter)]
 
 
-def _visible_buildings(scope: Scope) -> frozenset[str] | None:
-    return None if scope.is_admin else scope.building_ids
-
-
 def _before_id(cursor: str | None) -> int | None:
     if not cursor:
         return None
@@ -87,7 +82,7 @@ async def query_audit(
 ) -> Page[AuditEventOut]:
     """Audit rows newest first (by id, so pages stay stable while rows are added)."""
     rows = await AuditRepository(session).page(
-        where, _visible_buildings(scope), _before_id(cursor), limit + 1
+        where, scope.visible_buildings, _before_id(cursor), limit + 1
     )
     items = [event_out(r) for r in rows[:limit]]
     next_cursor = encode_cursor(str(items[-1].id)) if len(rows) > limit else None
@@ -110,7 +105,7 @@ async def export_audit(
     building_id, door_id, gateway_id, decision, reason, result, command_id, latency_ms,
     detail as JSON)."""
     return StreamingResponse(
-        csv_lines(state.sessions, where, _visible_buildings(scope)),
+        csv_lines(state.sessions, where, scope.visible_buildings),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
     )

@@ -103,9 +103,7 @@ class BuildingService(_Audited):
 
     async def page(self, scope: Scope, limit: int, cursor: str | None) -> Page[Building]:
         """The buildings in the caller's scope, by name."""
-        rows = await self._repo.page(
-            None if scope.is_admin else scope.building_ids, _pair(cursor), limit + 1
-        )
+        rows = await self._repo.page(scope.visible_buildings, _pair(cursor), limit + 1)
         return page_of(list(rows), limit, lambda b: (b.name, b.id))
 
     async def update(self, scope: Scope, building_id: str, body: BuildingUpdate) -> Building:

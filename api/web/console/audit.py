@@ -7,14 +7,14 @@ connections stay flat however long the export); its cells go through the audit p
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from api.audit.export import csv_lines
 from api.audit.repository import AuditFilter, AuditRepository
-from api.authz import Scope
 from api.errors import ApiError
 from api.web.console import forms
 from api.web.console.common import PREFIX, ConsoleDep, ConsoleRoute
@@ -79,27 +79,17 @@ def audit_query(
     return AuditQuery(fields, where)
 
 
-def _visible(scope: Scope) -> frozenset[str] | None:
-    """Managers see their buildings' rows; administrators every row."""
-    return None if scope.is_admin else scope.building_ids
+AuditQueryDep = Annotated[AuditQuery, Depends(audit_query)]
+"""The filter form of a request's query string (the page and its CSV export share it)."""
 
 
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_page(
-    console: ConsoleDep,
-    door_id: str | None = None,
-    building_id: str | None = None,
-    actor: str | None = None,
-    decision: str | None = None,
-    action: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    before: int | None = None,
+    console: ConsoleDep, query: AuditQueryDep, before: int | None = None
 ) -> HTMLResponse:
     """One page of matching rows, newest first; ``before`` is the id the page starts below."""
-    query = audit_query(door_id, building_id, actor, decision, action, start, end)
     rows = await AuditRepository(console.session).page(
-        query.where, _visible(console.scope), before, PAGE + 1
+        query.where, console.scope.visible_buildings, before, PAGE + 1
     )
     events = list(rows[:PAGE])
     more = len(rows) > PAGE and events[-1].id is not None
@@ -116,21 +106,11 @@ async def audit_page(
 
 
 @router.get("/audit.csv")
-async def audit_csv(
-    console: ConsoleDep,
-    door_id: str | None = None,
-    building_id: str | None = None,
-    actor: str | None = None,
-    decision: str | None = None,
-    action: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-) -> StreamingResponse:
+async def audit_csv(console: ConsoleDep, query: AuditQueryDep) -> StreamingResponse:
     """Every matching row as CSV (the columns of GET /v1/audit.csv), streamed."""
-    query = audit_query(door_id, building_id, actor, decision, action, start, end)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        csv_lines(console.state.sessions, query.where, _visible(console.scope)),
+        csv_lines(console.state.sessions, query.where, console.scope.visible_buildings),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="citykey-audit-{stamp}.csv"',
