@@ -230,6 +230,12 @@ class DoorRepository:
         return {kind: n for kind, n in counts.items() if n}
 
     async def delete(self, door: Door) -> None:
+        # The door row first: a gateway event being folded into door_status in another
+        # transaction holds a key-share lock on it; waiting for that commit here means its
+        # status row is visible to the DELETE below instead of failing our foreign key.
+        await self._session.execute(
+            select(col(Door.id)).where(col(Door.id) == door.id).with_for_update()
+        )
         await self._session.execute(delete(DoorStatus).where(col(DoorStatus.door_id) == door.id))
         await self._session.delete(door)
         await self._session.flush()

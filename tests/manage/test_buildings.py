@@ -1,7 +1,10 @@
 """Buildings, doors and holidays over the real API and PostgreSQL: object-level scope (other
 owners' objects are 404 whatever the method), validation, conflicts, and the audit."""
 
+import asyncio
 from datetime import date
+
+from sqlalchemy import text
 
 from api.access.models import Grant
 from api.buildings.models import Building, Holiday
@@ -346,3 +349,25 @@ async def test_holidays_by_date_range(api: ApiHarness) -> None:
     rows = await audit_for(api, christmas["id"])
     assert [r.action for r in rows] == ["holiday.created", "holiday.deleted"]
     assert rows[0].detail["after"]["date"] == date(2030, 12, 25).isoformat()
+
+
+async def test_door_deleted_while_its_status_is_being_written(api: ApiHarness) -> None:
+    """A gateway event folded into door_status in another, still open transaction must not
+    turn the door's deletion into a 500 (foreign key): the delete waits for it."""
+    org = await seed_org(api)
+    manager = api.token_for(org.building_manager_id)
+    created = await api.client.post(
+        f"/v1/buildings/{org.building_id}/doors",
+        json={"name": "Shed", "gateway_id": org.gateway_id, "channel": 7},
+        headers=manager,
+    )
+    door_id = created.json()["id"]
+    async with api.state.sessions() as writer:
+        await writer.execute(
+            text("INSERT INTO door_status (door_id, alarms) VALUES (:d, '[]')"), {"d": door_id}
+        )
+        deleting = asyncio.create_task(api.client.delete(f"/v1/doors/{door_id}", headers=manager))
+        await asyncio.sleep(0.3)  # the delete now waits for this transaction's lock
+        await writer.commit()
+    response = await deleting
+    assert response.status_code == 204, response.text
